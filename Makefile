@@ -1,0 +1,66 @@
+# Cog-packaged, optimized model deployments. `make help` lists the targets.
+#   make demo                      every deployment, real Cog server, tiny weights, outputs/ (sets itself up)
+#   make test                      unit + integration tests on CPU (sets itself up)
+#   make predict D=<deployment> I='prompt="a red fox" trigger_word=Anime'
+#   make serve D=<deployment>      the Cog server on http://127.0.0.1:5000 (POST /predictions)
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+WEIGHT_PROFILE ?= tiny
+export WEIGHT_PROFILE
+DEPLOYMENTS := $(notdir $(wildcard deployments/*))
+
+.PHONY: help setup demo test test-unit test-integration test-gpu predict serve schemas check-schemas lint clean $(DEPLOYMENTS)
+
+help:
+	@sed -n 's/^#   //p' Makefile
+	@echo "deployments: $(DEPLOYMENTS)"
+
+# The CPU environment: its own venv, CPU torch pinned by a constraints file (never a CUDA wheel here).
+$(STAMP): requirements/cpu.txt requirements/constraints-cpu.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c requirements/constraints-cpu.txt -r requirements/cpu.txt
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m shared.cogserver demo
+
+test: $(STAMP)
+	$(PY) -m pytest tests/unit tests/integration
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit
+
+test-integration: $(STAMP)
+	$(PY) -m pytest tests/integration
+
+# On a GPU machine, synthetic weights: the optimized paths (compile, fp8/int8, Pruna, Unsloth).
+test-gpu:
+	WEIGHT_PROFILE=synthetic $(PYTHON) -m pytest -m gpu tests/gpu
+
+predict: $(STAMP)
+	@test -n "$(D)" || { echo "usage: make predict D=<deployment> I='key=value ...'  (deployments: $(DEPLOYMENTS))"; exit 2; }
+	$(PY) -m shared.cogserver predict $(D) -I '$(I)' $(if $(I),,--example)
+
+serve: $(STAMP)
+	@test -n "$(D)" || { echo "usage: make serve D=<deployment>  (deployments: $(DEPLOYMENTS))"; exit 2; }
+	$(PY) -m shared.cogserver serve $(D) --port $(or $(PORT),5000)
+
+# One target per deployment, e.g. `make smollm3-3b`: its example request through the Cog server.
+$(DEPLOYMENTS): $(STAMP)
+	$(PY) -m shared.cogserver predict $@ --example
+
+schemas: $(STAMP)
+	$(PY) -m shared.schema
+
+check-schemas: $(STAMP)
+	$(PY) -m shared.schema --check
+
+clean:
+	rm -rf outputs .pytest_cache

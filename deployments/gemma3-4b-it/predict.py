@@ -1,0 +1,59 @@
+"""Gemma 3 4B instruct: answers about an image.
+
+Loads the catalog's Gemma 3 4B it checkpoint (bf16). The language model's Linear layers get int8 weight-only
+quantization (torchao) after light magnitude pruning of the layers the prune filter allows; only
+the repeated text decoder layers are compiled (the vision tower runs once per request, eagerly).
+"""
+
+from typing import Optional
+
+import cog
+from cog import ConcatenateIterator, Input, Path
+
+from shared import compile as selective_compile, inputs, prune, quantize
+from shared.builders.text import load_gemma3
+from shared.images import load_rgb
+from shared.llm import TextGenerationRunner
+from shared.options import Option
+
+LANGUAGE_MODEL = "model.language_model"
+
+
+class Runner(TextGenerationRunner):
+    deployment = "gemma3-4b-it"
+    OPTIONS = {
+        "prune": Option("magnitude:0.1", "magnitude:0.1", ("none", "magnitude:<amount>", "gradual:<amount>", "structured:<amount>"),
+                        "zero the smallest weights of q/k/v and MLP input projections"),
+        "quantize": Option("int8", "int8", ("none", "int8"), "torchao int8 weight-only on the language model"),
+        "compile": Option("on", "off", ("on", "off"), "compile the Gemma 3 decoder layers only"),
+    }
+
+    def load_model(self):
+        model, processor = load_gemma3(self.dep, self.source, device=self.hw.device, dtype=self.hw.dtype)
+        path = [f"transformers-{self.hw.device}"]
+        if self.options["prune"] != "none":
+            method, amount = self.options["prune"].split(":")
+            prune.apply(model, method, float(amount), scope=LANGUAGE_MODEL)
+            path.append(self.options["prune"])
+        if self.options["quantize"] == "int8":
+            quantize.apply_int8_weight_only(model, filter_fn=lambda m, name: name.startswith(LANGUAGE_MODEL))
+            path.append("int8-weight-only")
+        if self.options["compile"] == "on":
+            selective_compile.compile_blocks(model, ("Gemma3DecoderLayer",), fullgraph=False)
+            path.append("compiled-decoder-layers")
+        return model, processor, "+".join(path)
+
+    @cog.streaming
+    def run(
+        self,
+        image: Path = Input(description="Image to ask about (file or URL): PNG, JPEG or WebP."),
+        prompt: str = inputs.PROMPT,
+        max_new_tokens: int = inputs.max_new_tokens(256, 8192),
+        temperature: float = inputs.TEMPERATURE,
+        top_p: float = inputs.top_p(0.9),
+        seed: Optional[int] = inputs.SEED,
+    ) -> ConcatenateIterator[str]:
+        picture = load_rgb(image)
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+        yield from self.stream(messages=messages, images=[picture], max_new_tokens=max_new_tokens,
+                               temperature=temperature, top_p=top_p, seed=seed)

@@ -1,0 +1,145 @@
+"""The FLUX base runner shared by the text-to-image and image-to-image deployments.
+
+setup(): load the pipeline for the weight profile, load every style LoRA once, prepare the hot-swap
+slot, then `optimize()`. run() (in the subclasses): route the trigger word, hot-swap, generate, save.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from cog import BaseRunner
+
+from . import catalog, compile as selective_compile, options as opts, quantize, weights
+from .builders import flux as flux_builder
+from .builders.loras import STANDIN_VERSION, cache_dir, write_random_lora
+from .images import save
+from .lora_router import LoraTriggerRouter, load_normalized
+from .runtime import explain_oom, log_event, peak_memory_gb, resolve_seed, select_device, seed_everything
+
+# Sizes: FLUX packs 2x2 latent patches over an 8x VAE, so sides must be multiples of 16.
+SIZE_MULTIPLE = 16
+MIN_SIDE, MAX_SIDE = 256, 1440
+
+OPTIONS = {
+    # T5-XXL is 9.5 GB in bf16 and runs once per request: int8 weights halve it at a negligible cost.
+    "text_encoder": opts.Option("int8", "none", ("none", "int8"), "quantize T5 (memory)"),
+    # fp8 halves the transformer and uses Hopper's fp8 tensor cores, but is 3.4x slower until compiled
+    # and the first compile takes minutes: opt-in.
+    "transformer": opts.Option("none", "none", ("none", "fp8", "int8"), "quantize the FLUX transformer"),
+    # Regional compile of the repeated transformer blocks: 21 s once instead of a whole-model compile
+    # that did not finish in 6 minutes; hot-swapped LoRAs never trigger a recompile.
+    "compile": opts.Option("on", "off", ("on", "off"), "torch.compile the transformer blocks"),
+    # One short generation in setup() so the first user request does not pay for compilation.
+    "warmup": opts.Option("on", "off", ("on", "off"), "generate once at setup"),
+}
+
+
+def optimize(pipe, chosen: dict[str, str]) -> list[str]:
+    """Apply the chosen optimizations in a fixed order; returns the names of those applied."""
+    applied = []
+    if chosen["text_encoder"] == "int8":
+        quantize.apply_int8_weight_only(pipe.text_encoder_2)
+        applied.append("text_encoder:int8")
+    if chosen["transformer"] != "none":
+        # LoRA adapters (lora_A/lora_B) stay in bf16: only the frozen base layers are quantized, so
+        # hot-swapping keeps copying plain tensors.
+        not_lora = lambda m, name: "lora_" not in name  # noqa: E731
+        if chosen["transformer"] == "fp8":
+            quantize.apply_float8(pipe.transformer, filter_fn=not_lora)
+        else:
+            quantize.apply_int8_weight_only(pipe.transformer, filter_fn=not_lora)
+        applied.append(f"transformer:{chosen['transformer']}")
+    if chosen["compile"] == "on":
+        backend = selective_compile.default_backend()
+        # diffusers' regional compile: compiles each repeated block class once (FluxTransformerBlock,
+        # FluxSingleTransformerBlock) and reuses it for all 57 blocks.
+        pipe.transformer.compile_repeated_blocks(fullgraph=True, backend=backend)
+        log_event("compile", scope="transformer.repeated_blocks", backend=backend)
+        applied.append("compile")
+    return applied
+
+
+class FluxLoraRunner(BaseRunner):
+    """Base for the FLUX deployments; subclasses set `deployment` and `pipeline_class` and define run()."""
+
+    deployment: str
+    pipeline_class: str  # a diffusers pipeline class name
+
+    def setup(self) -> None:
+        import diffusers
+
+        started = time.perf_counter()
+        self.dep = catalog.get(self.deployment)
+        self.hw = select_device()
+        self.source = weights.resolve(self.dep.checkpoint)
+        self.options = opts.resolve(OPTIONS, cuda=self.hw.is_cuda)
+        self.pipeline_cls = getattr(diffusers, self.pipeline_class)
+        self.pipe = flux_builder.load(self.dep, self.source, device=self.hw.device, dtype=self.hw.dtype,
+                                      pipeline_cls=self.pipeline_cls)
+        for name in ("transformer", "vae", "text_encoder", "text_encoder_2"):
+            getattr(self.pipe, name).eval()  # built-from-config models start in train mode (dropout)
+        self.pipe.set_progress_bar_config(disable=True)
+        self.max_sequence_length = flux_builder.max_sequence_length(self.source)
+        self.router = LoraTriggerRouter(self.dep.loras)
+        self.router.attach(self.pipe, self._load_loras(), target_rank=self.dep.lora_target_rank)
+        applied = optimize(self.pipe, self.options)
+        if self.options["warmup"] == "on":
+            self._warmup()
+        log_event("setup.done", deployment=self.dep.name, weights=self.source.describe(), device=self.hw.device,
+                  dtype=str(self.hw.dtype), optimizations=applied, options=self.options,
+                  seconds=round(time.perf_counter() - started, 2), peak_gpu_gb=peak_memory_gb())
+
+    def _load_loras(self) -> dict[str, dict[str, torch.Tensor]]:
+        adapters = {}
+        for index, lora in enumerate(self.dep.loras):
+            if self.source.is_random:
+                # Stand-in adapters of the real layout; big enough to visibly change the tiny model.
+                folder = cache_dir() / f"loras-v{STANDIN_VERSION}-{self.source.profile.value}-{self.hw.device}"
+                location = write_random_lora(self.pipeline_cls, self.pipe.transformer, lora, index, folder,
+                                             magnitude=4.0 if self.source.tiny else 1.0)
+                kwargs = {"weight_name": lora.weight_name}
+            else:
+                location, kwargs = self.source.lora_location(lora)
+            adapters[lora.name] = load_normalized(self.pipeline_cls, str(location), lora, **kwargs)
+        return adapters
+
+    def _warmup(self) -> None:
+        """Run every shape users get by default once, so compilation happens here, not in a request."""
+        started = time.perf_counter()
+        self.generate_image(self.warmup_inputs(), steps=2, guidance=3.5, seed=0, route=self.router.route(None))
+        log_event("warmup.done", seconds=round(time.perf_counter() - started, 2))
+
+    def warmup_inputs(self) -> dict:
+        raise NotImplementedError
+
+    def generate_image(self, call: dict, *, steps: int, guidance: float, seed: int, route):
+        """One generation with the route's adapter hot-swapped in; `call` holds the task's own arguments."""
+        swapped = self.router.activate(route)
+        generator = seed_everything(seed)
+        with explain_oom("width/height or num_inference_steps"), torch.inference_mode():
+            result = self.pipe(
+                num_inference_steps=steps, guidance_scale=guidance, generator=generator,
+                max_sequence_length=self.max_sequence_length, **call,
+            )
+        return result.images[0], swapped
+
+    def run_and_save(self, *, prompt: str, trigger_word: str | None, seed: int | None, steps: int,
+                     guidance: float, output_format: str, output_quality: int, call: dict, report: dict):
+        """Route, generate, save and report: the body both FLUX deployments share."""
+        started = time.perf_counter()
+        route = self.router.route(trigger_word)
+        seed = resolve_seed(seed)
+        log_event("predict.start", deployment=self.dep.name, trigger=route.trigger, adapter=route.lora and route.lora.name,
+                  seed=seed, steps=steps, **report)
+        image, swapped = self.generate_image({"prompt": route.apply_to(prompt), **call}, steps=steps,
+                                             guidance=guidance, seed=seed, route=route)
+        path = save(image, output_format, output_quality)
+        seconds = round(time.perf_counter() - started, 3)
+        for key, value in {"seed": seed, "width": image.width, "height": image.height,
+                           "lora": route.lora.name if route.lora else "none", **report}.items():
+            self.record_metric(key, value)
+        log_event("predict.end", deployment=self.dep.name, seconds=seconds, hot_swapped=swapped, output=str(path),
+                  bytes=path.stat().st_size, size=f"{image.width}x{image.height}", peak_gpu_gb=peak_memory_gb())
+        return path

@@ -1,0 +1,187 @@
+"""The text-generation base runner: chat template, sampling, seeding, streaming and the .txt artifact.
+
+Subclasses say what they load and how it is optimized (`load_model`), and which inputs they take;
+`stream()` does the rest. Generation runs on a worker thread and tokens are yielded as they come
+(Cog's ConcatenateIterator, SSE when the client asks); a cancelled or disconnected stream stops
+the generation at the next token instead of running to max_new_tokens.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from cog import BaseRunner
+
+from . import catalog, options as opts, weights
+from .runtime import (InputError, explain_oom, log_event, peak_memory_gb, resolve_seed, select_device,
+                      seed_everything)
+
+
+def artifact_dir() -> Path:
+    return Path(os.environ.get("ARTIFACT_DIR", Path(tempfile.gettempdir()) / "cogdeploy-artifacts"))
+
+
+def sampling_kwargs(temperature: float, top_p: float) -> dict:
+    """temperature 0 (or top_p 0) means greedy: the most likely token every step."""
+    if temperature == 0 or top_p == 0:
+        return {"do_sample": False}
+    return {"do_sample": True, "temperature": float(temperature), "top_p": float(top_p)}
+
+
+class _StopFlag:
+    """A StoppingCriteria that ends generation once the consumer has gone away."""
+
+    def __init__(self):
+        self.stop = threading.Event()
+
+    def __call__(self, input_ids, scores, **kwargs) -> bool:
+        return self.stop.is_set()
+
+
+def _counting_streamer(tokenizer):
+    """A TextIteratorStreamer that also counts the tokens generated (decoded text can re-tokenize differently)."""
+    from transformers import TextIteratorStreamer
+
+    class CountingStreamer(TextIteratorStreamer):
+        generated = 0
+
+        def put(self, value):
+            if not (self.skip_prompt and self.next_tokens_are_prompt):
+                self.generated += int(value.numel())
+            super().put(value)
+
+    return CountingStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+
+class TextGenerationRunner(BaseRunner):
+    """Base for the chat deployments. Subclasses set `deployment`, `OPTIONS` and define `load_model()`."""
+
+    deployment: str
+    OPTIONS: dict[str, opts.Option] = {}
+    # Template to render prompts with: "vendored" always uses shared/assets/<model>/chat_template.jinja
+    # (SmolLM3: its think/no_think logic lives there); "checkpoint" uses the checkpoint's own template
+    # and falls back to the vendored one where the checkpoint has none (tiny/synthetic tokenizers).
+    template_source = "checkpoint"
+
+    def setup(self) -> None:
+        started = time.perf_counter()
+        self.dep = catalog.get(self.deployment)
+        self.hw = select_device()
+        self.source = weights.resolve(self.dep.checkpoint)
+        self.options = opts.resolve(self.OPTIONS, cuda=self.hw.is_cuda)
+        self.model, self.tokenizer, self.path = self.load_model()
+        self.template = self._template()
+        self.stop_ids = self.stop_token_ids()
+        log_event("setup.done", deployment=self.dep.name, weights=self.source.describe(), device=self.hw.device,
+                  dtype=str(self.hw.dtype), path=self.path, options=self.options,
+                  seconds=round(time.perf_counter() - started, 2), peak_gpu_gb=peak_memory_gb())
+
+    def load_model(self):
+        """Return (model, tokenizer or processor, a short description of the path taken)."""
+        raise NotImplementedError
+
+    def stop_token_ids(self) -> list[int]:
+        from .builders.text import stop_token_ids
+
+        return stop_token_ids(self.text_tokenizer, self.model.config.model_type.replace("_text", ""))
+
+    @property
+    def text_tokenizer(self):
+        return getattr(self.tokenizer, "tokenizer", self.tokenizer)
+
+    def _template(self) -> str:
+        from .builders.text import chat_template
+
+        own = getattr(self.tokenizer, "chat_template", None)
+        if self.template_source == "vendored" or not own or self.source.is_random:
+            return chat_template(self.dep)
+        return own
+
+    def max_positions(self) -> int:
+        cfg = self.model.config
+        return getattr(cfg, "max_position_embeddings", None) or cfg.get_text_config().max_position_embeddings
+
+    # -- one prediction ---------------------------------------------------------------------------
+
+    def encode(self, messages: list[dict], template_kwargs: dict, images=None) -> dict:
+        text = self.tokenizer.apply_chat_template(messages, chat_template=self.template, tokenize=False,
+                                                  add_generation_prompt=True, **template_kwargs)
+        if images:
+            enc = self.tokenizer(text=text, images=images, return_tensors="pt")
+        else:
+            enc = self.text_tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        return {k: v.to(self.model.device) for k, v in enc.items()}
+
+    def stream(self, *, messages: list[dict], max_new_tokens: int, temperature: float, top_p: float,
+               seed: int | None, template_kwargs: dict | None = None, images=None) -> Iterator[str]:
+        from transformers import StoppingCriteriaList
+
+        started = time.perf_counter()
+        seed = resolve_seed(seed)
+        inputs = self.encode(messages, template_kwargs or {}, images=images)
+        prompt_tokens = int(inputs["input_ids"].shape[1])
+        limit = self.max_positions()
+        if prompt_tokens + max_new_tokens > limit:
+            raise InputError("max_new_tokens", f"the prompt has {prompt_tokens} tokens, so max_new_tokens must be at most "
+                             f"{limit - prompt_tokens} (context window {limit})")
+        self.record_metric("seed", seed)
+        log_event("predict.start", deployment=self.dep.name, seed=seed, prompt_tokens=prompt_tokens,
+                  max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, **(template_kwargs or {}))
+
+        streamer = _counting_streamer(self.text_tokenizer)
+        stop = _StopFlag()
+        failure: list[BaseException] = []
+        generator = seed_everything(seed)  # noqa: F841  (seeds torch's global RNG, which sampling uses)
+
+        def work():
+            try:
+                with explain_oom("max_new_tokens or the prompt length"), torch.inference_mode():
+                    self.model.generate(**inputs, max_new_tokens=max_new_tokens, streamer=streamer,
+                                        eos_token_id=self.stop_ids, pad_token_id=self.text_tokenizer.pad_token_id,
+                                        stopping_criteria=StoppingCriteriaList([stop]),
+                                        **sampling_kwargs(temperature, top_p))
+            except BaseException as e:  # re-raised in the consumer so the prediction fails loudly
+                failure.append(e)
+                streamer.end()
+
+        thread = threading.Thread(target=work, name="generate", daemon=True)
+        thread.start()
+        pieces: list[str] = []
+        first_token_at = None
+        try:
+            for piece in streamer:
+                if piece:
+                    first_token_at = first_token_at or time.perf_counter()
+                    pieces.append(piece)
+                    yield piece
+        finally:
+            stop.stop.set()  # consumer finished or went away: stop generating
+            thread.join()
+        if failure:
+            raise failure[0]
+        text = "".join(pieces)
+        artifact = self.persist(text)
+        new_tokens = streamer.generated
+        seconds = time.perf_counter() - started
+        self.record_metric("output_tokens", new_tokens)
+        self.record_metric("artifact", str(artifact))
+        log_event("predict.end", deployment=self.dep.name, seconds=round(seconds, 3), new_tokens=new_tokens,
+                  chars=len(text), artifact=str(artifact),
+                  time_to_first_token=round(first_token_at - started, 3) if first_token_at else None,
+                  tokens_per_second=round(new_tokens / seconds, 2) if seconds > 0 else None,
+                  peak_gpu_gb=peak_memory_gb())
+
+    def persist(self, text: str) -> Path:
+        """Keep the full output as a .txt artifact next to the prediction (ARTIFACT_DIR)."""
+        folder = artifact_dir() / self.dep.name
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), suffix=".txt", dir=folder)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        return Path(name)

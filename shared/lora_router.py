@@ -1,0 +1,142 @@
+"""The LoRA trigger router: a trigger word picks a style adapter, hot-swapped into one compiled slot.
+
+Every style shares one adapter slot. `enable_lora_hotswap(target_rank=...)` before the first load pads
+all adapters to one rank, so a later `load_lora_weights(..., hotswap=True)` only copies weights into
+the existing tensors: the base model is never reloaded and a compiled transformer never recompiles.
+"No trigger" hot-swaps in an all-zero adapter of the same shape, which is exactly the base model
+(the LoRA branch adds zeros), without the graph change that unloading would cause.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .catalog import Lora
+from .runtime import InputError, log_event
+
+SLOT = "style"  # the one adapter name every style is hot-swapped into
+BASE = "__base__"  # the all-zero adapter: the base model
+
+
+@dataclass(frozen=True)
+class Route:
+    trigger: str | None  # canonical spelling, or None for the base model
+    lora: Lora | None
+
+    def apply_to(self, prompt: str) -> str:
+        if self.lora is None:
+            return prompt
+        return self.lora.prompt_template.format(trigger=self.trigger) + prompt
+
+
+class LoraTriggerRouter:
+    """Maps trigger words (case-insensitive, exact names) to adapters and keeps the right one loaded."""
+
+    def __init__(self, loras: tuple[Lora, ...]):
+        self.loras = loras
+        self._by_trigger: dict[str, tuple[str, Lora]] = {}
+        for lora in loras:
+            for trigger in lora.triggers:
+                key = trigger.casefold()
+                if key in self._by_trigger:
+                    raise ValueError(f"trigger {trigger!r} is claimed by two LoRAs")
+                self._by_trigger[key] = (trigger, lora)
+        self._state_dicts: dict[str, dict[str, torch.Tensor]] = {}
+        self._active: str | None = None
+        self._pipe = None
+
+    @property
+    def triggers(self) -> list[str]:
+        return [t for lora in self.loras for t in lora.triggers]
+
+    def route(self, trigger_word: str | None) -> Route:
+        if trigger_word is None or not trigger_word.strip():
+            return Route(None, None)
+        found = self._by_trigger.get(trigger_word.strip().casefold())
+        if found is None:
+            raise InputError(
+                "trigger_word",
+                f"unknown trigger {trigger_word!r}; use one of: {', '.join(self.triggers)} (or leave it empty)",
+            )
+        return Route(*found)
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def attach(self, pipe, adapters: dict[str, dict[str, torch.Tensor]], target_rank: int) -> None:
+        """Keep every adapter in host memory and prepare the pipeline for hot-swapping.
+
+        `adapters` maps adapter name to a state dict from `load_normalized` (scaling baked in). Must run
+        before the transformer is compiled. The first adapter loaded fixes which layers carry a LoRA;
+        the others must target the same layers or a subset (PEFT's hot-swap rule), so the first load is
+        an all-zero adapter over the union of every adapter's layers: the slot starts as the base model.
+        """
+        missing = {lora.name for lora in self.loras} - set(adapters)
+        if missing:
+            raise ValueError(f"no weights for LoRA(s): {sorted(missing)}")
+        too_big = {n: _rank(sd) for n, sd in adapters.items() if _rank(sd) > target_rank}
+        if too_big:
+            raise ValueError(f"LoRA rank above lora_target_rank={target_rank}: {too_big}")
+        self._state_dicts = {n: {k: v.to("cpu") for k, v in sd.items()} for n, sd in adapters.items()}
+        base: dict[str, torch.Tensor] = {}
+        for sd in self._state_dicts.values():
+            for k, v in sd.items():
+                base.setdefault(k, torch.zeros_like(v))
+        self._state_dicts[BASE] = base
+        pipe.enable_lora_hotswap(target_rank=target_rank)
+        pipe.load_lora_weights(dict(self._state_dicts[BASE]), adapter_name=SLOT)
+        self._pipe = pipe
+        self._active = BASE
+        log_event("lora.attached", adapters=sorted(adapters), target_rank=target_rank,
+                  ranks={n: _rank(sd) for n, sd in adapters.items()})
+
+    def activate(self, route: Route) -> bool:
+        """Hot-swap the route's adapter into the slot; returns whether a swap happened."""
+        name = BASE if route.lora is None else route.lora.name
+        if name == self._active:
+            return False
+        # load_lora_weights consumes the dict it is given: pass a shallow copy.
+        self._pipe.load_lora_weights(dict(self._state_dicts[name]), adapter_name=SLOT, hotswap=True)
+        self._active = name
+        return True
+
+    @property
+    def active(self) -> str | None:
+        return self._active
+
+def _rank(state_dict: dict[str, torch.Tensor]) -> int:
+    return max(v.shape[0] for k, v in state_dict.items() if "lora_A" in k)
+
+
+def load_normalized(pipeline_cls, location: str, lora: Lora, **kwargs) -> dict[str, torch.Tensor]:
+    """A LoRA's transformer weights with its alpha/r and catalog scale baked into lora_B.
+
+    Adapters loaded from a plain dict get scaling 1 in PEFT, and hot-swapping between adapters whose
+    scalings differ would need the scaling tensors updated too; baking the factor into the weights
+    makes every adapter a pure weight copy, and honours `Lora.scale` at zero cost per request.
+    """
+    state_dict, alphas, metadata = pipeline_cls.lora_state_dict(
+        location, return_alphas=True, return_lora_metadata=True, **kwargs
+    )
+    # diffusers returns adapter metadata flattened ("transformer.lora_alpha") or nested by component.
+    meta = metadata or {}
+    global_alpha = meta.get("transformer.lora_alpha", (meta.get("transformer") or {}).get("lora_alpha", meta.get("lora_alpha")))
+    out, dropped = {}, []
+    for key, value in state_dict.items():
+        if not key.startswith("transformer."):
+            dropped.append(key)
+            continue
+        if ".lora_B." in key:
+            prefix = key.split(".lora_B.")[0]
+            rank = state_dict[f"{prefix}.lora_A.weight"].shape[0]
+            alpha = alphas.get(f"{prefix}.alpha", global_alpha) if alphas else global_alpha
+            factor = (float(alpha) / rank if alpha is not None else 1.0) * lora.scale
+            value = value * factor
+        out[key] = value
+    if dropped:
+        log_event("lora.keys_dropped", adapter=lora.name, count=len(dropped),
+                  reason="only transformer layers are hot-swapped")
+    if not out:
+        raise ValueError(f"LoRA {lora.repo_id} has no transformer weights")
+    return out

@@ -1,0 +1,110 @@
+"""Device, precision, seeding, structured logs and user-facing errors: what every deployment shares."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+
+_log = logging.getLogger("cogdeploy")
+if not _log.handlers:
+    _h = logging.StreamHandler(sys.stderr)
+    _h.setFormatter(logging.Formatter("%(message)s"))
+    _log.addHandler(_h)
+    _log.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
+    _log.propagate = False
+
+SEED_MAX = 2**32 - 1
+
+
+def log_event(event: str, **fields) -> dict:
+    """One JSON line per event (model load, prediction start/end), so logs can be parsed and compared."""
+    record = {"event": event, **fields}
+    _log.info(json.dumps(record, default=str, sort_keys=False))
+    return record
+
+
+@contextlib.contextmanager
+def timed(into: dict, key: str):
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        into[key] = round(time.perf_counter() - start, 4)
+
+
+@dataclass(frozen=True)
+class DeviceSetup:
+    device: str
+    dtype: torch.dtype
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+
+def select_device(prefer_dtype: torch.dtype = torch.bfloat16) -> DeviceSetup:
+    """CUDA when present (bf16 where the GPU supports it, else fp16, TF32 on); else CPU in float32.
+
+    CPU runs float32: bf16 matmuls on CPU are slow and numerically different from the GPU anyway,
+    and the tiny profile is about behaviour, not speed. FORCE_CPU=1 pins CPU on a GPU machine.
+    """
+    if torch.cuda.is_available() and os.environ.get("FORCE_CPU") != "1":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        dtype = prefer_dtype if torch.cuda.is_bf16_supported() else torch.float16
+        return DeviceSetup("cuda", dtype)
+    return DeviceSetup("cpu", torch.float32)
+
+
+def resolve_seed(seed: int | None) -> int:
+    """The seed to use: the caller's, or a fresh random one (reported back so the run can be repeated)."""
+    if seed is None:
+        return int.from_bytes(os.urandom(4), "big")
+    return int(seed)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator("cpu").manual_seed(seed)
+
+
+class InputError(ValueError):
+    """A bad input that the schema could not express; the message names the field and what is allowed."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+def require(module: str, *, install: str, purpose: str):
+    """Import an optional dependency, or fail saying what to install."""
+    if importlib.util.find_spec(module) is None:
+        raise ImportError(f"{purpose} needs the '{module}' package: pip install {install}")
+    return importlib.import_module(module)
+
+
+@contextlib.contextmanager
+def explain_oom(what_to_lower: str):
+    """Turn a CUDA out-of-memory error into one that says which input to lower."""
+    try:
+        yield
+    except torch.OutOfMemoryError as e:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise RuntimeError(f"GPU out of memory: lower {what_to_lower} and try again") from e
+
+
+def peak_memory_gb() -> float | None:
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return None

@@ -1,0 +1,48 @@
+"""Test tiers: tests/unit (CPU, seconds), tests/integration (real Cog server, tiny weights), tests/gpu (device)."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("WEIGHT_PROFILE", "tiny")
+
+
+def load_runner(deployment: str):
+    """Import deployments/<name>/predict.py as its own module and return an instance of its Runner."""
+    import importlib.util
+
+    path = ROOT / "deployments" / deployment / "predict.py"
+    spec = importlib.util.spec_from_file_location(f"predict_{deployment.replace('-', '_')}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.Runner()
+
+
+@pytest.fixture(scope="session")
+def runners():
+    """Set-up Runner instances on tiny weights, built once per session and shared."""
+    cache = {}
+
+    def get(deployment: str):
+        if deployment not in cache:
+            runner = load_runner(deployment)
+            runner.setup()
+            cache[deployment] = runner
+        return cache[deployment]
+
+    return get
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU: run `make test-gpu` on the device machine (synthetic weights)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

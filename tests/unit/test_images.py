@@ -1,0 +1,47 @@
+"""Image input decoding, model-accepted sizes and output formats."""
+
+import io
+
+import pytest
+from PIL import Image
+
+from shared.images import fit_size, load_rgb, save
+from shared.runtime import InputError
+
+
+@pytest.mark.parametrize("size,expected", [((768, 768), (768, 768)), ((1000, 750), (1008, 752)),
+                                           ((4000, 3000), (1440, 1088)), ((100, 80), (256, 256))])
+def test_sizes_are_rounded_to_multiples_of_16_within_limits(size, expected):
+    assert fit_size(*size, multiple=16, max_side=1440, min_side=256) == expected
+
+
+def test_large_images_shrink_keeping_their_aspect_ratio():
+    w, h = fit_size(2880, 1440, multiple=16, max_side=1440, min_side=256)
+    assert (w, h) == (1440, 720)
+
+
+@pytest.mark.parametrize("fmt,magic", [("png", b"\x89PNG"), ("webp", b"RIFF"), ("jpg", b"\xff\xd8")])
+def test_outputs_are_written_in_the_asked_format(fmt, magic):
+    path = save(Image.new("RGB", (64, 64), "teal"), fmt, 80)
+    assert path.suffix == f".{fmt}" and path.read_bytes()[:4].startswith(magic[:4])
+    assert Image.open(path).size == (64, 64)
+
+
+def test_quality_changes_lossy_outputs():
+    noisy = Image.effect_noise((128, 128), 60).convert("RGB")
+    assert save(noisy, "jpg", 95).stat().st_size > save(noisy, "jpg", 20).stat().st_size
+
+
+def test_an_undecodable_image_names_the_field(tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"this is not an image")
+    with pytest.raises(InputError, match="^image: could not be decoded"):
+        load_rgb(bad)
+
+
+def test_images_are_converted_to_rgb(tmp_path):
+    buf = io.BytesIO()
+    Image.new("RGBA", (20, 20), (255, 0, 0, 128)).save(buf, "PNG")
+    path = tmp_path / "a.png"
+    path.write_bytes(buf.getvalue())
+    assert load_rgb(path).mode == "RGB"

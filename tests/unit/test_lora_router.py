@@ -1,0 +1,145 @@
+"""LoraTriggerRouter: trigger words pick adapters, hot-swapped into one slot, without recompiling."""
+
+import numpy as np
+import pytest
+import torch
+
+from shared import catalog
+from shared.lora_router import BASE, LoraTriggerRouter, load_normalized
+from shared.runtime import InputError
+
+ROUTER = LoraTriggerRouter(catalog.STYLE_LORAS)
+
+
+@pytest.mark.parametrize("word,adapter", [("Anime", "open_image_preferences"), ("anime", "open_image_preferences"),
+                                          ("  3d model ", "open_image_preferences"), ("GHIBSKY", "ghibsky"),
+                                          ("ghibsky", "ghibsky")])
+def test_trigger_words_are_case_insensitive_and_exact(word, adapter):
+    assert ROUTER.route(word).lora.name == adapter
+
+
+@pytest.mark.parametrize("word", [None, "", "   "])
+def test_no_trigger_routes_to_the_base_model(word):
+    route = ROUTER.route(word)
+    assert route.lora is None and route.apply_to("a cat") == "a cat"
+
+
+@pytest.mark.parametrize("word", ["Vaporwave", "anim", "Ghibli"])
+def test_unknown_trigger_is_an_input_error_listing_valid_ones(word):
+    with pytest.raises(InputError) as err:
+        ROUTER.route(word)
+    assert err.value.field == "trigger_word"
+    assert "GHIBSKY" in str(err.value) and "Pixel art" in str(err.value)
+
+
+def test_trigger_text_goes_in_front_of_the_prompt_in_canonical_spelling():
+    assert ROUTER.route("pixel ART").apply_to("a cat") == "Pixel art, a cat"
+    assert ROUTER.route("ghibsky").apply_to("a cat") == "GHIBSKY style, a cat"
+
+
+def test_two_loras_may_not_claim_one_trigger():
+    lora = catalog.STYLE_LORAS[1]
+    with pytest.raises(ValueError, match="claimed"):
+        LoraTriggerRouter((lora, lora))
+
+
+# -- on a real (tiny) FLUX pipeline -------------------------------------------------------------
+
+def _image(runner, trigger, seed=7):
+    route = runner.router.route(trigger)
+    image, _ = runner.generate_image({"prompt": route.apply_to("a cat"), "width": 256, "height": 256},
+                                     steps=2, guidance=3.5, seed=seed, route=route)
+    return np.asarray(image).astype(np.int16)
+
+
+@pytest.fixture(scope="module")
+def flux(runners):
+    return runners("flux-lora-txt2img")
+
+
+def test_two_loras_give_different_pixels(flux):
+    anime, ghibsky = _image(flux, "Anime"), _image(flux, "GHIBSKY")
+    assert np.abs(anime - ghibsky).mean() > 1.0
+
+
+def test_swapping_back_reproduces_the_same_pixels(flux):
+    first = _image(flux, "GHIBSKY")
+    _image(flux, "Anime")
+    assert np.array_equal(first, _image(flux, "GHIBSKY"))
+
+
+def test_no_trigger_is_exactly_the_base_model(flux):
+    """The zero adapter adds nothing: same pixels as the pipeline with every LoRA layer bypassed."""
+    with_zero_adapter = _image(flux, None)
+    assert flux.router.active == BASE
+    flux.pipe.transformer.disable_lora()  # no-compile runner: bypassing the layers is allowed here
+    try:
+        g = torch.Generator("cpu").manual_seed(7)
+        bare = flux.pipe(prompt="a cat", width=256, height=256, num_inference_steps=2, guidance_scale=3.5, generator=g,
+                         max_sequence_length=flux.max_sequence_length).images[0]
+    finally:
+        flux.pipe.transformer.enable_lora()
+    assert np.array_equal(with_zero_adapter, np.asarray(bare).astype(np.int16))
+
+
+def test_hot_swap_never_recompiles_a_compiled_transformer(monkeypatch):
+    """The runner's real compile path, with a backend that counts every graph Dynamo compiles."""
+    from torch._dynamo.testing import CompileCounter
+
+    from shared import compile as selective_compile
+    from tests.conftest import load_runner
+
+    counter = CompileCounter()
+    monkeypatch.setenv("OPTIMIZE", "compile=on")
+    monkeypatch.setattr(selective_compile, "default_backend", lambda: counter)
+    torch._dynamo.reset()
+    runner = load_runner("flux-lora-txt2img")
+    runner.setup()
+    _image(runner, None)
+    compiled = counter.frame_count
+    assert compiled >= 2, "both repeated block classes should have been compiled"
+    outputs = [_image(runner, t) for t in ("Anime", "GHIBSKY", None, "Cinematic")]
+    assert counter.frame_count == compiled, "a LoRA swap recompiled the transformer"
+    assert not np.array_equal(outputs[0], outputs[1])
+    assert np.abs(outputs[0] - outputs[2]).mean() > 1.0
+
+
+def test_the_recompile_check_can_fail(monkeypatch):
+    """Counterpart of the test above: unloading the adapter (what the router avoids) does recompile."""
+    from torch._dynamo.testing import CompileCounter
+
+    from shared import compile as selective_compile
+    from tests.conftest import load_runner
+
+    counter = CompileCounter()
+    monkeypatch.setenv("OPTIMIZE", "compile=on")
+    monkeypatch.setattr(selective_compile, "default_backend", lambda: counter)
+    torch._dynamo.reset()
+    runner = load_runner("flux-lora-txt2img")
+    runner.setup()
+    _image(runner, "Anime")
+    compiled = counter.frame_count
+    runner.pipe.transformer.disable_lora()
+    _image(runner, "Anime")
+    assert counter.frame_count > compiled
+
+
+def test_alpha_and_scale_are_baked_into_the_weights(tmp_path, flux):
+    """A LoRA with alpha != rank, loaded normally, equals our normalized (scaling-1) copy."""
+    from diffusers import FluxPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    transformer = flux.pipe.transformer
+    config = LoraConfig(r=4, lora_alpha=12, target_modules=["to_q"], init_lora_weights=False)
+    transformer.add_adapter(config, adapter_name="probe")
+    state = get_peft_model_state_dict(transformer, adapter_name="probe")
+    transformer.delete_adapters("probe")
+    FluxPipeline.save_lora_weights(tmp_path, transformer_lora_layers=state, safe_serialization=True,
+                                   transformer_lora_adapter_metadata={"r": 4, "lora_alpha": 12, "target_modules": ["to_q"]})
+    lora = catalog.STYLE_LORAS[0]
+    normalized = load_normalized(FluxPipeline, str(tmp_path), lora, weight_name="pytorch_lora_weights.safetensors")
+    key_b = next(k for k in normalized if "lora_B" in k)
+    raw = {k.removeprefix("transformer."): v for k, v in FluxPipeline.lora_state_dict(
+        str(tmp_path), weight_name="pytorch_lora_weights.safetensors").items()}
+    torch.testing.assert_close(normalized[key_b], raw[key_b.removeprefix("transformer.")] * 3.0)

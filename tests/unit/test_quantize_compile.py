@@ -1,0 +1,70 @@
+"""Quantization (torchao int8, HQQ) and selective compilation on real tiny models."""
+
+import pytest
+import torch
+from torch import nn
+
+from shared import catalog, compile as selective_compile, quantize
+from shared.builders.text import build_random_causal_lm
+
+
+def _model(name="smollm3-3b"):
+    return build_random_causal_lm(catalog.get(name), tiny=True, device="cpu", dtype=torch.float32)
+
+
+def test_int8_weight_only_quantizes_only_the_chosen_linear_layers():
+    model, tok = _model()
+    ids = tok("hello there", return_tensors="pt").input_ids
+    before = model(ids).logits
+    quantize.apply_int8_weight_only(model, filter_fn=lambda m, n: "lm_head" not in n)
+    q = model.model.layers[0].self_attn.q_proj.weight
+    assert type(q).__name__ != "Parameter" or type(q.data).__name__ != "Tensor"
+    assert "Int8" in type(q).__name__ or "AffineQuantized" in type(q).__name__ or "Int" in type(q.data).__name__
+    assert type(model.lm_head.weight.data) is torch.Tensor
+    after = model(ids).logits
+    assert not torch.equal(before, after)
+    torch.testing.assert_close(after, before, atol=0.05, rtol=0.05)
+
+
+def test_hqq_replaces_decoder_linears_and_still_generates():
+    from hqq.core.quantize import HQQLinear
+
+    model, tok = _model()
+    quantize.apply_hqq(model, nbits=4, group_size=64, device="cpu")
+    assert isinstance(model.model.layers[0].mlp.up_proj, HQQLinear)
+    assert isinstance(model.lm_head, nn.Linear)
+    out = model.generate(**tok("hello", return_tensors="pt"), max_new_tokens=4, do_sample=False)
+    assert out.shape[1] > 1
+
+
+def test_linear_only_filter_ignores_non_linear_modules():
+    f = quantize.linear_only(lambda m, n: True)
+    assert f(nn.Linear(2, 2), "x") and not f(nn.LayerNorm(2), "x") and not f(nn.Embedding(3, 2), "x")
+
+
+def test_bnb_config_refuses_unsupported_bits():
+    pytest.importorskip("bitsandbytes", reason="bitsandbytes ships only in the GPU images")
+    with pytest.raises(ValueError, match="4 or 8"):
+        quantize.bnb_config(3)
+
+
+def test_missing_optional_dependency_says_what_to_install():
+    from shared.runtime import require
+
+    with pytest.raises(ImportError, match="pip install nonexistent-pkg==1"):
+        require("nonexistent_pkg_xyz", install="nonexistent-pkg==1", purpose="testing")
+
+
+def test_compile_blocks_compiles_each_repeated_block_in_place():
+    model, tok = _model()
+    keys = set(model.state_dict())
+    count = selective_compile.compile_blocks(model, ("SmolLM3DecoderLayer",), backend="eager", fullgraph=False)
+    assert count == model.config.num_hidden_layers
+    assert set(model.state_dict()) == keys, "compiling in place must keep parameter names"
+    assert model(tok("hi", return_tensors="pt").input_ids).logits.isfinite().all()
+
+
+def test_compile_blocks_refuses_a_class_that_is_not_there():
+    model, _ = _model()
+    with pytest.raises(ValueError, match="no submodule"):
+        selective_compile.compile_blocks(model, ("NotABlock",), backend="eager")
