@@ -113,17 +113,34 @@ class CogServer:
     # -- requests ---------------------------------------------------------------------------------
 
     def predict(self, inputs: dict, *, timeout: float = 600) -> requests.Response:
-        return requests.post(f"{self.url}/predictions", json={"input": inputs}, timeout=timeout)
+        return self._post(inputs, timeout=timeout)
+
+    def _post(self, inputs: dict, *, timeout: float, busy_wait: float = 30, **kwargs) -> requests.Response:
+        """POST /predictions, waiting while the server answers 409 "at capacity".
+
+        The server frees its slot a moment after it answers, so a request sent right after the
+        previous one can be turned away; a client retries that, briefly and with a bound.
+        """
+        deadline = time.monotonic() + busy_wait
+        delay = 0.05
+        while True:
+            r = requests.post(f"{self.url}/predictions", json={"input": inputs}, timeout=timeout, **kwargs)
+            if r.status_code != 409 or time.monotonic() > deadline:
+                return r
+            r.close()
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
     def stream(self, inputs: dict, *, timeout: float = 600) -> list[tuple[str, str]]:
         """POST with `Accept: text/event-stream`; returns the (event, data) pairs as they arrived."""
         events, event, data = [], "message", []
-        with requests.post(f"{self.url}/predictions", json={"input": inputs}, stream=True, timeout=timeout,
-                           headers={"Accept": "text/event-stream"}) as r:
+        with self._post(inputs, timeout=timeout, stream=True, headers={"Accept": "text/event-stream"}) as r:
             if r.status_code != 200:
                 raise RuntimeError(f"streaming request failed: {r.status_code} {r.text[:500]}")
-            r.encoding = "utf-8"  # SSE is UTF-8 by definition; the header names no charset
-            for line in r.iter_lines(decode_unicode=True):
+            # Split bytes, then decode: str.splitlines() would also break on U+2028 etc. inside the JSON,
+            # and SSE is UTF-8 by definition (the header names no charset).
+            for raw in r.iter_lines():
+                line = raw.decode("utf-8")
                 if line == "":
                     if data:
                         events.append((event, "\n".join(data)))

@@ -1,0 +1,60 @@
+import base64
+import io
+
+import pytest
+from PIL import Image
+
+from shared.cogserver import CogServer, to_data_uri
+from shared.catalog import EXAMPLES
+
+
+@pytest.fixture(scope="session")
+def server():
+    """Start each deployment's real Cog server (tiny weights) once, on first use; stop all at the end."""
+    running = {}
+
+    def get(name: str) -> CogServer:
+        if name not in running:
+            running[name] = CogServer(name, env={"WEIGHT_PROFILE": "tiny"}, setup_timeout=300).start()
+        return running[name]
+
+    yield get
+    for s in running.values():
+        s.stop()
+
+
+def decode_image(data_uri: str) -> Image.Image:
+    header, _, payload = data_uri.partition(",")
+    assert header.startswith("data:image/"), header[:40]
+    return Image.open(io.BytesIO(base64.b64decode(payload)))
+
+
+def raw_bytes(data_uri: str) -> bytes:
+    return base64.b64decode(data_uri.partition(",")[2])
+
+
+@pytest.fixture(scope="session")
+def example_image() -> str:
+    return to_data_uri(EXAMPLES / "landscape.png")
+
+
+def ok(response) -> dict:
+    assert response.status_code == 200, response.text[:500]
+    body = response.json()
+    assert body["status"] == "succeeded", f"{body.get('error')}\n{body.get('logs', '')[-2000:]}"
+    return body
+
+
+def failed(response) -> dict:
+    assert response.status_code == 200, response.text[:500]
+    body = response.json()
+    assert body["status"] == "failed", body.get("status")
+    return body
+
+
+def rejected(response, field: str) -> str:
+    """A 422 from the server's own schema validation that names `field`."""
+    assert response.status_code == 422, f"{response.status_code}: {response.text[:300]}"
+    detail = response.json()["detail"]
+    assert any(d["loc"][-1] == field for d in detail), detail
+    return " ".join(d["msg"] for d in detail)

@@ -1,0 +1,111 @@
+"""Both FLUX deployments through the real Cog HTTP server on tiny weights."""
+
+import numpy as np
+import pytest
+
+from tests.integration.conftest import decode_image, failed, ok, raw_bytes, rejected
+
+pytestmark = pytest.mark.integration
+
+T2I = "flux-lora-txt2img"
+I2I = "flux-lora-img2img"
+FAST = {"prompt": "a lighthouse", "num_inference_steps": 2, "width": 256, "height": 256, "seed": 5}
+
+
+def pixels(body) -> np.ndarray:
+    return np.asarray(decode_image(body["output"]).convert("RGB")).astype(np.int16)
+
+
+def test_text_to_image_returns_a_png_of_the_asked_size_and_reports_the_seed(server):
+    body = ok(server(T2I).predict(FAST))
+    img = decode_image(body["output"])
+    assert img.format == "PNG" and img.size == (256, 256)
+    assert body["metrics"]["seed"] == 5
+
+
+def test_same_seed_gives_the_same_bytes_and_another_seed_does_not(server):
+    a, b = ok(server(T2I).predict(FAST)), ok(server(T2I).predict(FAST))
+    assert raw_bytes(a["output"]) == raw_bytes(b["output"])
+    c = ok(server(T2I).predict({**FAST, "seed": 6}))
+    assert raw_bytes(c["output"]) != raw_bytes(a["output"])
+
+
+def test_a_random_seed_is_reported_and_reproduces_the_image(server):
+    first = ok(server(T2I).predict({k: v for k, v in FAST.items() if k != "seed"}))
+    again = ok(server(T2I).predict({**FAST, "seed": first["metrics"]["seed"]}))
+    assert raw_bytes(first["output"]) == raw_bytes(again["output"])
+
+
+def test_switching_lora_changes_pixels(server):
+    base = pixels(ok(server(T2I).predict(FAST)))
+    anime = pixels(ok(server(T2I).predict({**FAST, "trigger_word": "Anime"})))
+    ghibsky = pixels(ok(server(T2I).predict({**FAST, "trigger_word": "ghibsky"})))
+    assert np.abs(anime - ghibsky).mean() > 1 and np.abs(anime - base).mean() > 1 and np.abs(ghibsky - base).mean() > 1
+    # and back to the base model: exactly the first image
+    assert np.array_equal(pixels(ok(server(T2I).predict(FAST))), base)
+
+
+@pytest.mark.parametrize("fmt,pil", [("webp", "WEBP"), ("jpg", "JPEG")])
+def test_output_format_is_honoured(server, fmt, pil):
+    body = ok(server(T2I).predict({**FAST, "output_format": fmt, "output_quality": 70}))
+    assert decode_image(body["output"]).format == pil
+
+
+def test_sizes_are_rounded_to_what_flux_accepts_and_reported(server):
+    body = ok(server(T2I).predict({**FAST, "width": 300, "height": 260}))
+    assert decode_image(body["output"]).size == (304, 256)
+    assert (body["metrics"]["width"], body["metrics"]["height"]) == (304, 256)
+    assert "size.rounded" in body["logs"]
+
+
+@pytest.mark.parametrize("field,value,words", [("width", 9999, "maximum of 1440"), ("height", 64, "minimum of 256"),
+                                               ("num_inference_steps", 0, "minimum of 1"), ("guidance_scale", 11, "maximum"),
+                                               ("output_format", "gif", "not one of"), ("seed", -1, "minimum of 0")])
+def test_out_of_range_inputs_are_rejected_by_the_server(server, field, value, words):
+    assert words in rejected(server(T2I).predict({**FAST, field: value}), field)
+
+
+def test_missing_prompt_is_rejected(server):
+    rejected(server(T2I).predict({"num_inference_steps": 2}), "prompt")
+
+
+def test_unknown_trigger_fails_clearly_and_the_server_keeps_serving(server):
+    body = failed(server(T2I).predict({**FAST, "trigger_word": "Vaporwave"}))
+    assert "trigger_word" in body["error"] and "GHIBSKY" in body["error"] and "Cinematic" in body["error"]
+    ok(server(T2I).predict(FAST))
+
+
+def test_image_to_image_keeps_the_input_size_rounded(server, example_image):
+    body = ok(server(I2I).predict({"image": example_image, "prompt": "a village", "num_inference_steps": 2, "seed": 1}))
+    assert decode_image(body["output"]).size == (320, 256)  # 320x240 -> sides multiples of 16, at least 256
+    assert body["metrics"]["input_size"] == "320x240"
+
+
+def test_strength_changes_how_far_the_image_moves(server, example_image):
+    common = {"image": example_image, "prompt": "a village", "num_inference_steps": 4, "seed": 1}
+    low = pixels(ok(server(I2I).predict({**common, "strength": 0.3})))
+    high = pixels(ok(server(I2I).predict({**common, "strength": 1.0})))
+    assert np.abs(low - high).mean() > 1
+
+
+def test_image_to_image_lora_switch_changes_pixels(server, example_image):
+    common = {"image": example_image, "prompt": "a village", "num_inference_steps": 2, "seed": 1}
+    a = pixels(ok(server(I2I).predict({**common, "trigger_word": "Manga"})))
+    b = pixels(ok(server(I2I).predict({**common, "trigger_word": "GHIBSKY"})))
+    assert np.abs(a - b).mean() > 1
+
+
+def test_an_undecodable_image_fails_naming_the_field_and_the_server_keeps_serving(server, example_image):
+    not_an_image = "data:image/png;base64,aGVsbG8gd29ybGQ="
+    body = failed(server(I2I).predict({"image": not_an_image, "prompt": "x", "num_inference_steps": 2}))
+    assert body["error"].count("image: could not be decoded") >= 1
+    ok(server(I2I).predict({"image": example_image, "prompt": "x", "num_inference_steps": 2}))
+
+
+def test_strength_too_low_for_any_step_fails_naming_the_field(server, example_image):
+    body = failed(server(I2I).predict({"image": example_image, "prompt": "x", "num_inference_steps": 2, "strength": 0.2}))
+    assert "strength" in body["error"] and "0.500" in body["error"]
+
+
+def test_img2img_strength_out_of_range_is_rejected(server, example_image):
+    assert "maximum of 1" in rejected(server(I2I).predict({"image": example_image, "prompt": "x", "strength": 1.5}), "strength")

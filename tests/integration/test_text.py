@@ -1,0 +1,84 @@
+"""The three text deployments through the real Cog HTTP server on tiny weights: plain and streamed (SSE)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import failed, ok, rejected
+
+pytestmark = pytest.mark.integration
+
+SMOL, PHI, GEMMA = "smollm3-3b", "phi4-reasoning-plus", "gemma3-4b-it"
+
+
+def request(name, example_image, **extra):
+    base = {"prompt": "Tell me about the sky.", "max_new_tokens": 16, "seed": 11}
+    if name == GEMMA:
+        base["image"] = example_image
+    return {**base, **extra}
+
+
+@pytest.mark.parametrize("name", [SMOL, PHI, GEMMA])
+def test_generates_text_and_the_same_seed_gives_the_same_text(server, example_image, name):
+    a = ok(server(name).predict(request(name, example_image)))
+    b = ok(server(name).predict(request(name, example_image)))
+    text = "".join(a["output"])
+    assert text and text == "".join(b["output"])
+    assert a["metrics"]["seed"] == 11 and 0 < a["metrics"]["output_tokens"] <= 16
+    other = ok(server(name).predict(request(name, example_image, seed=12)))
+    assert "".join(other["output"]) != text
+
+
+@pytest.mark.parametrize("name", [SMOL, PHI, GEMMA])
+def test_streaming_sends_the_same_text_as_it_is_generated(server, example_image, name):
+    whole = "".join(ok(server(name).predict(request(name, example_image)))["output"])
+    events = server(name).stream(request(name, example_image))
+    kinds = [e for e, _ in events]
+    assert kinds[0] == "start" and kinds[-1] == "completed"
+    chunks = [json.loads(data)["chunk"] for event, data in events if event == "output"]
+    assert chunks and "".join(chunks) == whole
+    assert json.loads(events[-1][1])["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("name", [SMOL, PHI, GEMMA])
+def test_the_full_output_is_kept_as_a_txt_artifact(server, example_image, name):
+    body = ok(server(name).predict(request(name, example_image)))
+    # bytes, not read_text(): universal newlines would turn a generated "\r" into "\n"
+    assert Path(body["metrics"]["artifact"]).read_bytes().decode("utf-8") == "".join(body["output"])
+
+
+def test_think_and_no_think_use_different_prompts(server, example_image):
+    think = ok(server(SMOL).predict(request(SMOL, example_image, mode="think")))
+    no_think = ok(server(SMOL).predict(request(SMOL, example_image, mode="no_think")))
+    assert '"enable_thinking": true' in think["logs"] and '"enable_thinking": false' in no_think["logs"]
+    assert "".join(think["output"]) != "".join(no_think["output"])
+
+
+def test_greedy_decoding_ignores_the_seed(server, example_image):
+    a = ok(server(PHI).predict(request(PHI, example_image, temperature=0, seed=1)))
+    b = ok(server(PHI).predict(request(PHI, example_image, temperature=0, seed=2)))
+    assert a["output"] == b["output"]
+
+
+@pytest.mark.parametrize("name,field,value,words", [
+    (SMOL, "temperature", 2.5, "maximum of 2"), (SMOL, "top_p", 1.5, "maximum of 1"),
+    (SMOL, "max_new_tokens", 0, "minimum of 1"), (SMOL, "max_new_tokens", 20000, "maximum of 16384"),
+    (SMOL, "mode", "ponder", "not one of"), (PHI, "temperature", -0.1, "minimum of 0"),
+    (GEMMA, "max_new_tokens", 9000, "maximum of 8192"),
+])
+def test_out_of_range_inputs_are_rejected_by_the_server(server, example_image, name, field, value, words):
+    assert words in rejected(server(name).predict(request(name, example_image, **{field: value})), field)
+
+
+@pytest.mark.parametrize("name,missing", [(SMOL, "prompt"), (GEMMA, "image")])
+def test_missing_required_inputs_are_rejected(server, example_image, name, missing):
+    body = request(name, example_image)
+    body.pop(missing)
+    rejected(server(name).predict(body), missing)
+
+
+def test_gemma_bad_image_fails_naming_the_field_and_keeps_serving(server, example_image):
+    body = failed(server(GEMMA).predict(request(GEMMA, example_image, image="data:image/png;base64,bm90IGFuIGltYWdl")))
+    assert "image: could not be decoded" in body["error"]
+    ok(server(GEMMA).predict(request(GEMMA, example_image)))
