@@ -13,6 +13,7 @@ import torch
 
 from ..catalog import Deployment
 from ..weights import WeightSource
+from . import materialize_on
 
 # Shrinks that keep every architecture flag of the real config (guidance embeds, 16 latent channels,
 # 8x VAE, rope axes summing to the head dim); only widths and depths change.
@@ -55,7 +56,7 @@ def build_random(dep: Deployment, *, tiny: bool, device: str, dtype: torch.dtype
     t5_cfg.update(vocab_size=len(tok2))
 
     torch.manual_seed(0)
-    with torch.device(device):
+    with materialize_on(device, dtype):
         transformer = FluxTransformer2DModel(**t_cfg)
         vae = AutoencoderKL(**v_cfg)
         text_encoder = CLIPTextModel(CLIPTextConfig(**c_cfg))

@@ -15,6 +15,7 @@ import torch
 
 from ..catalog import Deployment
 from ..weights import WeightSource
+from . import materialize_on
 from .tokenizers import chat_tokenizer
 
 
@@ -104,7 +105,7 @@ def build_random_causal_lm(dep: Deployment, *, tiny: bool, device: str, dtype: t
                bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
     torch.manual_seed(0)
-    with torch.device(device):
+    with materialize_on(device, dtype):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     return model.eval(), tok
 
@@ -112,7 +113,6 @@ def build_random_causal_lm(dep: Deployment, *, tiny: bool, device: str, dtype: t
 def build_random_gemma3(dep: Deployment, *, tiny: bool, device: str, dtype: torch.dtype):
     """(model, processor) for Gemma 3 (SigLIP tower + projector + Gemma 3 text) with random weights."""
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor
-    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
 
     raw = _read(dep, "config.json")
     tok = tokenizer_for(dep, "gemma3")
@@ -129,14 +129,27 @@ def build_random_gemma3(dep: Deployment, *, tiny: bool, device: str, dtype: torc
         image_token_index=tok.convert_tokens_to_ids("<image_soft_token>"),
     )
     size = vision["image_size"]
-    image_processor = Gemma3ImageProcessorPil(size={"height": size, "width": size}, do_pan_and_scan=False,
+    image_processor = gemma3_image_processor_class()(size={"height": size, "width": size}, do_pan_and_scan=False,
                                               image_mean=[0.5] * 3, image_std=[0.5] * 3, resample=2)
     processor = Gemma3Processor(image_processor=image_processor, tokenizer=tok, chat_template=chat_template(dep),
                                 image_seq_length=mm_tokens)
     torch.manual_seed(0)
-    with torch.device(device):
-        model = Gemma3ForConditionalGeneration(config).to(dtype)
+    with materialize_on(device, dtype):
+        model = Gemma3ForConditionalGeneration(config)
     return model.eval(), processor
+
+
+def gemma3_image_processor_class():
+    """The PIL Gemma 3 image processor (transformers >= 5.23); the default one imports torchvision,
+    which breaks CPU torch. Older transformers (the GPU images) only have the default one."""
+    try:
+        from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+        return Gemma3ImageProcessorPil
+    except ImportError:
+        from transformers import Gemma3ImageProcessor
+
+        return Gemma3ImageProcessor
 
 
 def load_causal_lm(dep: Deployment, source: WeightSource, *, device: str, dtype: torch.dtype, **kwargs):
@@ -155,10 +168,8 @@ def load_gemma3(dep: Deployment, source: WeightSource, *, device: str, dtype: to
     if source.is_random:
         return build_random_gemma3(dep, tiny=source.tiny, device=device, dtype=dtype)
     from transformers import AutoProcessor, Gemma3ForConditionalGeneration
-    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
 
-    # The default Gemma 3 image processor imports torchvision; the PIL one needs nothing more.
-    image_processor = Gemma3ImageProcessorPil.from_pretrained(source.location, **source.from_pretrained_kwargs)
+    image_processor = gemma3_image_processor_class().from_pretrained(source.location, **source.from_pretrained_kwargs)
     processor = AutoProcessor.from_pretrained(source.location, image_processor=image_processor,
                                               **source.from_pretrained_kwargs)
     model = Gemma3ForConditionalGeneration.from_pretrained(source.location, dtype=dtype, device_map=device,

@@ -1,0 +1,196 @@
+"""GPU benchmarks: each deployment's optimized path against its plain bf16 baseline, in one run.
+
+    python benchmarks/bench.py flux                # FLUX txt2img: eager bf16 vs int8-T5 + regional compile
+    python benchmarks/bench.py text smollm3-3b     # decode tokens/s: HF generate bf16 eager vs the deployment
+    python benchmarks/bench.py text gemma3-4b-it
+
+Weights are `synthetic` (full-size architecture, random weights): with the number of new tokens forced
+and fixed step counts, the cost is the real cost. Each run writes benchmarks/results/<date>-<what>-<gpu>.json
+(device, commit, date, every figure, the baseline) and prints a short table last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("WEIGHT_PROFILE", "synthetic")
+
+from tests.conftest import load_runner  # noqa: E402
+
+
+def commit() -> str:
+    if os.environ.get("COMMIT"):
+        return os.environ["COMMIT"]
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def timed(fn, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def peak_gb() -> float:
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2)
+
+
+def write(what: str, result: dict) -> Path:
+    device = torch.cuda.get_device_name().replace(" ", "-")
+    result = {"what": what, "device": torch.cuda.get_device_name(), "commit": commit(),
+              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "torch": torch.__version__, "weights": os.environ["WEIGHT_PROFILE"], **result}
+    out = ROOT / "benchmarks" / "results" / f"{dt.date.today()}-{what}-{device}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    if os.environ.get("OUT"):
+        Path(os.environ["OUT"], out.name).write_text(out.read_text())
+    return out
+
+
+def bench_flux(args) -> dict:
+    from shared import flux
+
+    os.environ["OPTIMIZE"] = "text_encoder=none,compile=off,warmup=off"
+    runner = load_runner("flux-lora-txt2img")
+    runner.setup()
+    size, steps = args.size, args.steps
+    route = runner.router.route("Anime")
+
+    def one():
+        runner.generate_image({"prompt": "a lighthouse at dusk", "width": size, "height": size}, steps=steps,
+                              guidance=3.5, seed=1, route=route)
+
+    one()  # warm-up (cuDNN/cuBLAS handles, allocator)
+    torch.cuda.reset_peak_memory_stats()
+    eager = timed(one, args.repeats)
+    eager_peak = peak_gb()
+
+    started = time.perf_counter()
+    applied = flux.optimize(runner.pipe, {"text_encoder": "int8", "transformer": args.transformer, "compile": "on"})
+    one()  # compiles
+    compile_s = time.perf_counter() - started
+    torch.cuda.reset_peak_memory_stats()
+    optimized = timed(one, args.repeats)
+    opt_peak = peak_gb()
+
+    import torch._dynamo.utils as dynamo_utils
+
+    graphs_before = dynamo_utils.counters["stats"]["unique_graphs"]
+    swap_times = []
+    for trigger in ("GHIBSKY", None, "Cinematic", "Anime"):
+        r = runner.router.route(trigger)
+        t = time.perf_counter()
+        runner.router.activate(r)
+        swap_times.append(time.perf_counter() - t)
+        runner.generate_image({"prompt": "x", "width": size, "height": size}, steps=2, guidance=3.5, seed=1, route=r)
+    recompiles = dynamo_utils.counters["stats"]["unique_graphs"] - graphs_before
+
+    med_e, med_o = statistics.median(eager), statistics.median(optimized)
+    return {
+        "size": size, "steps": steps, "repeats": args.repeats,
+        "baseline": {"name": "bf16 eager", "seconds_per_image": eager, "median_s": round(med_e, 3),
+                     "ms_per_step": round(1000 * med_e / steps, 1), "peak_gpu_gb": eager_peak},
+        "optimized": {"name": "+".join(applied), "seconds_per_image": optimized, "median_s": round(med_o, 3),
+                      "ms_per_step": round(1000 * med_o / steps, 1), "peak_gpu_gb": opt_peak,
+                      "compile_and_first_image_s": round(compile_s, 1)},
+        "speedup": round(med_e / med_o, 3),
+        "lora_hot_swap_s": [round(t, 4) for t in swap_times],
+        "recompiles_during_swaps": recompiles,
+    }
+
+
+def bench_text(args) -> dict:
+    from shared import catalog
+    from shared.builders.text import build_random_causal_lm, build_random_gemma3
+
+    name = args.deployment
+    dep = catalog.get(name)
+    new_tokens = args.tokens
+
+    def prompt_inputs(tok_or_proc, model):
+        text = "Tell me a long story about a lighthouse keeper. " * 8
+        tok = getattr(tok_or_proc, "tokenizer", tok_or_proc)
+        return {k: v.to(model.device) for k, v in tok(text, return_tensors="pt").items()}
+
+    def decode_speed(model, tok) -> tuple[float, list[float]]:
+        inputs = prompt_inputs(tok, model)
+        gen = lambda: model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)  # noqa: E731
+        gen()
+        gen()  # second warm-up: compiled decode paths capture graphs on the first calls
+        times = timed(gen, args.repeats)
+        return round(new_tokens / statistics.median(times), 2), times
+
+    # Baseline: the plain bf16 model, HF generate, eager.
+    build = build_random_gemma3 if name == "gemma3-4b-it" else build_random_causal_lm
+    torch.cuda.reset_peak_memory_stats()
+    base_model, base_tok = build(dep, tiny=False, device="cuda", dtype=torch.bfloat16)
+    base_tps, base_times = decode_speed(base_model, base_tok)
+    base_peak = peak_gb()
+    del base_model
+    torch.cuda.empty_cache()
+
+    # The deployment's own setup (its default GPU options, or OPTIMIZE).
+    torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    runner = load_runner(name)
+    runner.setup()
+    setup_s = time.perf_counter() - started
+    opt_tps, opt_times = decode_speed(runner.model, runner.tokenizer)
+    return {
+        "deployment": name, "new_tokens": new_tokens, "repeats": args.repeats, "batch": 1,
+        "layers": os.environ.get("SYNTHETIC_NUM_LAYERS", "all"),
+        "baseline": {"name": "bf16 eager HF generate", "tokens_per_s": base_tps, "seconds": base_times, "peak_gpu_gb": base_peak},
+        "optimized": {"name": runner.path, "options": runner.options, "tokens_per_s": opt_tps, "seconds": opt_times,
+                      "peak_gpu_gb": peak_gb(), "setup_s": round(setup_s, 1)},
+        "speedup": round(opt_tps / base_tps, 3),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    f = sub.add_parser("flux")
+    f.add_argument("--size", type=int, default=768)
+    f.add_argument("--steps", type=int, default=28)
+    f.add_argument("--repeats", type=int, default=3)
+    f.add_argument("--transformer", default="none", choices=["none", "fp8", "int8"])
+    t = sub.add_parser("text")
+    t.add_argument("deployment")
+    t.add_argument("--tokens", type=int, default=128)
+    t.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("benchmarks need a CUDA GPU (see docs/benchmarks.md)", file=sys.stderr)
+        return 2
+    result = bench_flux(args) if args.what == "flux" else bench_text(args)
+    label = "flux" if args.what == "flux" else args.deployment
+    path = write(label, result)
+    b, o = result["baseline"], result["optimized"]
+    key = "median_s" if args.what == "flux" else "tokens_per_s"
+    print(f"\n{label}: baseline {b['name']}: {b[key]} {key}, peak {b['peak_gpu_gb']} GB | "
+          f"optimized {o['name']}: {o[key]} {key}, peak {o['peak_gpu_gb']} GB | speedup x{result['speedup']}  -> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

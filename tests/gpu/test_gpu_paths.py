@@ -1,0 +1,72 @@
+"""The optimized GPU paths, through the real Cog server, on full-size synthetic weights.
+
+Run on a GPU machine: `make test-gpu` (WEIGHT_PROFILE=synthetic). Skipped on CPU with the reason.
+Each deployment's default GPU options are used: what production runs, on random weights.
+"""
+
+import json
+import os
+
+import pytest
+
+from shared.cogserver import CogServer, example_inputs
+from tests.integration.conftest import decode_image, ok
+
+pytestmark = pytest.mark.gpu
+
+ENV = {"WEIGHT_PROFILE": "synthetic", "TORCH_LOGS": "recompiles"}
+
+
+def _server(name, **env):
+    return CogServer(name, env={**ENV, **env}, setup_timeout=900)
+
+
+def _report(name, body):
+    print(json.dumps({"deployment": name, "metrics": body["metrics"]}))
+
+
+def test_flux_txt2img_compiled_and_hot_swapping_without_recompiles():
+    with _server("flux-lora-txt2img") as s:
+        assert "compile" in s.log_path.read_text() and "text_encoder:int8" in s.log_path.read_text()
+        bodies = [ok(s.predict({"prompt": "a lighthouse", "trigger_word": t, "seed": 1, "num_inference_steps": 28,
+                                "width": 768, "height": 768})) for t in ("Anime", "GHIBSKY", None, "Cinematic")]
+        for b in bodies:
+            _report("flux-lora-txt2img", b)
+            assert decode_image(b["output"]).size == (768, 768)
+            assert "Recompiling" not in b["logs"], b["logs"][-2000:]
+        assert len({b["output"] for b in bodies}) == 4
+
+
+def test_flux_img2img_serves_on_gpu():
+    with _server("flux-lora-img2img") as s:
+        body = ok(s.predict({**example_inputs("flux-lora-img2img"), "num_inference_steps": 28}))
+        _report("flux-lora-img2img", body)
+        assert decode_image(body["output"]).size == (320, 256)
+
+
+@pytest.mark.parametrize("name", ["smollm3-3b", "gemma3-4b-it", "phi4-reasoning-plus"])
+def test_text_deployment_serves_its_optimized_path(name):
+    if name == "smollm3-3b" and not _importable("pruna"):
+        pytest.skip("pruna is not installed here: carry its wheels (../shared/gpu/fetch-wheels.sh pruna)")
+    if name == "phi4-reasoning-plus" and not _importable("unsloth"):
+        pytest.skip("unsloth is not installed here: carry its wheels (../shared/gpu/fetch-wheels.sh unsloth)")
+    with _server(name) as s:
+        body = ok(s.predict({**example_inputs(name), "max_new_tokens": 64}))
+        _report(name, body)
+        setup_log = s.log_path.read_text()
+        assert "setup.done" in setup_log
+        expected = {"smollm3-3b": "pruna-hqq4", "gemma3-4b-it": "int8-weight-only", "phi4-reasoning-plus": "unsloth"}[name]
+        assert expected in setup_log
+        assert body["metrics"]["output_tokens"] > 0
+
+
+def _importable(module):
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def test_gpu_is_really_used():
+    import torch
+
+    assert torch.cuda.is_available() and os.environ.get("FORCE_CPU") != "1"
