@@ -134,7 +134,8 @@ def bench_text(args) -> dict:
 
     def decode_speed(model, tok) -> tuple[float, list[float]]:
         inputs = prompt_inputs(tok, model)
-        gen = lambda: model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)  # noqa: E731
+        gen = lambda: model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                                   do_sample=False, use_cache=True)  # noqa: E731
         gen()
         gen()  # second warm-up: compiled decode paths capture graphs on the first calls
         times = timed(gen, args.repeats)

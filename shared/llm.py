@@ -142,7 +142,9 @@ class TextGenerationRunner(BaseRunner):
         def work():
             try:
                 with explain_oom("max_new_tokens or the prompt length"), torch.inference_mode():
-                    self.model.generate(**inputs, max_new_tokens=max_new_tokens, streamer=streamer,
+                    # use_cache explicitly: SmolLM3's published config says use_cache=false, which
+                    # generate() inherits and then recomputes the whole sequence for every token.
+                    self.model.generate(**inputs, max_new_tokens=max_new_tokens, streamer=streamer, use_cache=True,
                                         eos_token_id=self.stop_ids, pad_token_id=self.text_tokenizer.pad_token_id,
                                         stopping_criteria=StoppingCriteriaList([stop]),
                                         **sampling_kwargs(temperature, top_p))

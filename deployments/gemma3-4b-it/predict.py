@@ -1,8 +1,9 @@
 """Gemma 3 4B instruct: answers about an image.
 
 Loads the catalog's Gemma 3 4B it checkpoint (bf16). The language model's Linear layers get int8 weight-only
-quantization (torchao) after light magnitude pruning of the layers the prune filter allows; only
-the repeated text decoder layers are compiled (the vision tower runs once per request, eagerly).
+quantization (torchao) after light magnitude pruning of the layers the prune filter allows. Only the
+language model's one-token decode step is compiled (static KV cache, CUDA graphs); the vision tower
+and the prefill run once per request, eagerly.
 """
 
 from typing import Optional
@@ -10,7 +11,7 @@ from typing import Optional
 import cog
 from cog import ConcatenateIterator, Input, Path
 
-from shared import compile as selective_compile, inputs, prune, quantize
+from shared import compile as selective_compile, inputs, llm_backends, prune, quantize
 from shared.builders.text import load_gemma3
 from shared.images import load_rgb
 from shared.llm import TextGenerationRunner
@@ -25,7 +26,9 @@ class Runner(TextGenerationRunner):
         "prune": Option("magnitude:0.1", "magnitude:0.1", ("none", "magnitude:<amount>", "gradual:<amount>", "structured:<amount>"),
                         "zero the smallest weights of q/k/v and MLP input projections"),
         "quantize": Option("int8", "int8", ("none", "int8"), "torchao int8 weight-only on the language model"),
-        "compile": Option("on", "off", ("on", "off"), "compile the Gemma 3 decoder layers only"),
+        # decode: static cache + compiled decode step (fixed shapes, no recompiles as the sequence grows);
+        # blocks: regional compile of the decoder layers over the dynamic cache (recompiles per length early on).
+        "compile": Option("decode", "off", ("decode", "blocks", "off"), "compile the language model only"),
     }
 
     def load_model(self):
@@ -38,7 +41,9 @@ class Runner(TextGenerationRunner):
         if self.options["quantize"] == "int8":
             quantize.apply_int8_weight_only(model, filter_fn=lambda m, name: name.startswith(LANGUAGE_MODEL))
             path.append("int8-weight-only")
-        if self.options["compile"] == "on":
+        if self.options["compile"] == "decode":
+            path.append(llm_backends.enable_compiled_decode(model))
+        elif self.options["compile"] == "blocks":
             selective_compile.compile_blocks(model, ("Gemma3DecoderLayer",), fullgraph=False)
             path.append("compiled-decoder-layers")
         return model, processor, "+".join(path)
