@@ -44,6 +44,16 @@ class _StopFlag:
         return self.stop.is_set()
 
 
+class _StopAfter:
+    """Stops generation once the sequence reaches `length` tokens (used to warm up without decoding it all)."""
+
+    def __init__(self, length: int):
+        self.length = length
+
+    def __call__(self, input_ids, scores, **kwargs) -> bool:
+        return input_ids.shape[1] >= self.length
+
+
 def _counting_streamer(tokenizer):
     """A TextIteratorStreamer that also counts the tokens generated (decoded text can re-tokenize differently)."""
     from transformers import TextIteratorStreamer
@@ -68,6 +78,9 @@ class TextGenerationRunner(BaseRunner):
     # (SmolLM3: its think/no_think logic lives there); "checkpoint" uses the checkpoint's own template
     # and falls back to the vendored one where the checkpoint has none (tiny/synthetic tokenizers).
     template_source = "checkpoint"
+    # Size of the static KV cache a compiled decode step is warmed up for: the longest prompt expected
+    # plus the largest max_new_tokens. Longer requests still work; they grow the cache once (recompile).
+    static_cache_tokens = 2048 + 8192
 
     def setup(self) -> None:
         started = time.perf_counter()
@@ -78,9 +91,29 @@ class TextGenerationRunner(BaseRunner):
         self.model, self.tokenizer, self.path = self.load_model()
         self.template = self._template()
         self.stop_ids = self.stop_token_ids()
+        if getattr(self.model.generation_config, "cache_implementation", None) == "static":
+            self._warm_static_cache()
         log_event("setup.done", deployment=self.dep.name, weights=self.source.describe(), device=self.hw.device,
                   dtype=str(self.hw.dtype), path=self.path, options=self.options,
                   seconds=round(time.perf_counter() - started, 2), peak_gpu_gb=peak_memory_gb())
+
+    def _warm_static_cache(self) -> None:
+        """Compile and capture the decode step at the serving cache size before the first request.
+
+        transformers sizes each static cache as max(this request's max length, the largest so far), and
+        a new size means a new compile (75 s on the first SmolLM3 request, measured). Asking once for the
+        full serving length, stopped after a few tokens, fixes the size for every later request.
+        """
+        from transformers import StoppingCriteriaList
+
+        started = time.perf_counter()
+        ids = self.text_tokenizer("warm up", return_tensors="pt", add_special_tokens=False)["input_ids"].to(self.model.device)
+        budget = min(self.static_cache_tokens, self.max_positions()) - ids.shape[1]
+        for _ in range(3):  # compile, then CUDA-graph warm-up and capture
+            self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=budget,
+                                use_cache=True, do_sample=False, pad_token_id=self.text_tokenizer.pad_token_id,
+                                stopping_criteria=StoppingCriteriaList([_StopAfter(ids.shape[1] + 4)]))
+        log_event("warmup.done", cache_tokens=budget + ids.shape[1], seconds=round(time.perf_counter() - started, 2))
 
     def load_model(self):
         """Return (model, tokenizer or processor, a short description of the path taken)."""

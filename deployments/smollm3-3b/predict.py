@@ -19,6 +19,7 @@ from shared.options import Option
 class Runner(TextGenerationRunner):
     deployment = "smollm3-3b"
     template_source = "vendored"
+    static_cache_tokens = 2048 + 16384  # prompt (the think-mode system prompt alone is ~800) + max max_new_tokens
     OPTIONS = {
         "quantize": Option("pruna-hqq", "hqq", ("none", "hqq", "pruna-hqq"), "4-bit HQQ weights: 4x fewer bytes per token"),
         "compile": Option("on", "off", ("on", "off"), "static KV cache + compiled decode step"),

@@ -62,6 +62,16 @@ def test_text_deployment_serves_its_optimized_path(name):
         assert body["metrics"]["output_tokens"] > 0
 
 
+def test_compiled_decode_is_warm_before_the_first_request():
+    """bf16 + compiled decode (no Pruna needed): requests of different lengths never recompile."""
+    with _server("smollm3-3b", OPTIMIZE="quantize=none") as s:
+        assert "warmup.done" in s.log_path.read_text()
+        for n in (64, 300):
+            body = ok(s.predict({"prompt": "Tell me a story.", "max_new_tokens": n, "seed": 1}))
+            _report("smollm3-3b", body)
+            assert "Recompiling" not in body["logs"], body["logs"][-2000:]
+
+
 def _importable(module):
     import importlib.util
 

@@ -90,3 +90,15 @@ def test_closing_the_stream_stops_generation_early(runners, monkeypatch):
     stream.close()  # what Cog does when the client goes away or cancels
     assert threading.active_count() <= before, "the generation thread outlived the stream"
     assert 0 < len(steps) < 500, f"{len(steps)} decode steps ran after the consumer left"
+
+
+def test_warmup_fixes_the_static_cache_size_for_later_requests(monkeypatch):
+    """Requests of different lengths reuse the warmed cache size, so the compiled decode step is reused."""
+    monkeypatch.setenv("OPTIMIZE", "compile=on,quantize=none")
+    runner = load_runner("smollm3-3b")
+    runner.setup()
+    warmed = runner.model._previous_max_cache_length  # transformers' record of the largest cache so far
+    assert warmed == runner.static_cache_tokens
+    for n in (3, 40):
+        _text(runner, max_new_tokens=n)
+        assert runner.model._previous_max_cache_length == warmed
