@@ -12,6 +12,7 @@ import os
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -91,8 +92,11 @@ class TextGenerationRunner(BaseRunner):
         self.model, self.tokenizer, self.path = self.load_model()
         self.template = self._template()
         self.stop_ids = self.stop_token_ids()
+        # Every generate() runs on this one thread: CUDA-graph trees (compiled decode) belong to the
+        # thread that captured them, and a fresh thread per request failed with an AssertionError.
+        self._generator_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
         if getattr(self.model.generation_config, "cache_implementation", None) == "static":
-            self._warm_static_cache()
+            self._generator_thread.submit(self._warm_static_cache).result()
         log_event("setup.done", deployment=self.dep.name, weights=self.source.describe(), device=self.hw.device,
                   dtype=str(self.hw.dtype), path=self.path, options=self.options,
                   seconds=round(time.perf_counter() - started, 2), peak_gpu_gb=peak_memory_gb())
@@ -186,8 +190,7 @@ class TextGenerationRunner(BaseRunner):
                 failure.append(e)
                 streamer.end()
 
-        thread = threading.Thread(target=work, name="generate", daemon=True)
-        thread.start()
+        job = self._generator_thread.submit(work)
         pieces: list[str] = []
         first_token_at = None
         try:
@@ -198,7 +201,7 @@ class TextGenerationRunner(BaseRunner):
                     yield piece
         finally:
             stop.stop.set()  # consumer finished or went away: stop generating
-            thread.join()
+            job.result()
         if failure:
             raise failure[0]
         text = "".join(pieces)
