@@ -114,10 +114,13 @@ class TextGenerationRunner(BaseRunner):
         ids = self.text_tokenizer("warm up", return_tensors="pt", add_special_tokens=False)["input_ids"].to(self.model.device)
         # transformers makes the cache max_length - 1 long (the last token is never attended to)
         budget = min(self.static_cache_tokens, self.max_positions()) - ids.shape[1] + 1
+        # Same mode as requests: a warm-up outside inference_mode compiles for autograd tensors and the
+        # first request recompiles (seen on the H100: "dispatch key set mismatch").
         for _ in range(3):  # compile, then CUDA-graph warm-up and capture
-            self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=budget,
-                                use_cache=True, do_sample=False, pad_token_id=self.text_tokenizer.pad_token_id,
-                                stopping_criteria=StoppingCriteriaList([_StopAfter(ids.shape[1] + 4)]))
+            with torch.inference_mode():
+                    self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=budget,
+                                    use_cache=True, do_sample=False, pad_token_id=self.text_tokenizer.pad_token_id,
+                                    stopping_criteria=StoppingCriteriaList([_StopAfter(ids.shape[1] + 4)]))
         log_event("warmup.done", cache_tokens=budget + ids.shape[1] - 1, seconds=round(time.perf_counter() - started, 2))
 
     def load_model(self):
