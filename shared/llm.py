@@ -118,7 +118,7 @@ class TextGenerationRunner(BaseRunner):
         # first request recompiles (seen on the H100: "dispatch key set mismatch").
         for _ in range(3):  # compile, then CUDA-graph warm-up and capture
             with torch.inference_mode():
-                    self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=budget,
+                self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=budget,
                                     use_cache=True, do_sample=False, pad_token_id=self.text_tokenizer.pad_token_id,
                                     stopping_criteria=StoppingCriteriaList([_StopAfter(ids.shape[1] + 4)]))
         log_event("warmup.done", cache_tokens=budget + ids.shape[1] - 1, seconds=round(time.perf_counter() - started, 2))
