@@ -59,7 +59,11 @@ def write(what: str, result: dict) -> Path:
     result = {"what": what, "device": torch.cuda.get_device_name(), "commit": commit(),
               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "torch": torch.__version__, "weights": os.environ["WEIGHT_PROFILE"], **result}
-    out = ROOT / "benchmarks" / "results" / f"{dt.date.today()}-{what}-{device}.json"
+    # The variant (OPTIMIZE, layer count) is part of the name: runs of one model must not overwrite each other.
+    variant = os.environ.get("OPTIMIZE", "").replace(",", "+").replace("/", "-") or "default"
+    if os.environ.get("SYNTHETIC_NUM_LAYERS"):
+        variant += f"-{os.environ['SYNTHETIC_NUM_LAYERS']}layers"
+    out = ROOT / "benchmarks" / "results" / f"{dt.date.today()}-{what}-{variant}-{device}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     if os.environ.get("OUT"):
