@@ -82,8 +82,9 @@ def test_no_trigger_is_exactly_the_base_model(flux):
     assert np.array_equal(with_zero_adapter, np.asarray(bare).astype(np.int16))
 
 
-def test_hot_swap_never_recompiles_a_compiled_transformer(monkeypatch):
-    """The runner's real compile path, with a backend that counts every graph Dynamo compiles."""
+@pytest.fixture()
+def compiled(monkeypatch):
+    """A txt2img runner set up through its real compile path, with a backend that counts every graph."""
     from torch._dynamo.testing import CompileCounter
 
     from shared import compile as selective_compile
@@ -95,33 +96,28 @@ def test_hot_swap_never_recompiles_a_compiled_transformer(monkeypatch):
     torch._dynamo.reset()
     runner = load_runner("flux-lora-txt2img")
     runner.setup()
+    return runner, counter
+
+
+def test_hot_swap_never_recompiles_a_compiled_transformer(compiled):
+    runner, counter = compiled
     _image(runner, None)
-    compiled = counter.frame_count
-    assert compiled >= 2, "both repeated block classes should have been compiled"
+    graphs = counter.frame_count
+    assert graphs >= 2, "both repeated block classes should have been compiled"
     outputs = [_image(runner, t) for t in ("Anime", "GHIBSKY", None, "Cinematic")]
-    assert counter.frame_count == compiled, "a LoRA swap recompiled the transformer"
+    assert counter.frame_count == graphs, "a LoRA swap recompiled the transformer"
     assert not np.array_equal(outputs[0], outputs[1])
     assert np.abs(outputs[0] - outputs[2]).mean() > 1.0
 
 
-def test_the_recompile_check_can_fail(monkeypatch):
+def test_the_recompile_check_can_fail(compiled):
     """Counterpart of the test above: unloading the adapter (what the router avoids) does recompile."""
-    from torch._dynamo.testing import CompileCounter
-
-    from shared import compile as selective_compile
-    from tests.conftest import load_runner
-
-    counter = CompileCounter()
-    monkeypatch.setenv("OPTIMIZE", "compile=on")
-    monkeypatch.setattr(selective_compile, "default_backend", lambda: counter)
-    torch._dynamo.reset()
-    runner = load_runner("flux-lora-txt2img")
-    runner.setup()
+    runner, counter = compiled
     _image(runner, "Anime")
-    compiled = counter.frame_count
+    graphs = counter.frame_count
     runner.pipe.transformer.disable_lora()
     _image(runner, "Anime")
-    assert counter.frame_count > compiled
+    assert counter.frame_count > graphs
 
 
 def test_alpha_and_scale_are_baked_into_the_weights(tmp_path, flux):
