@@ -32,7 +32,7 @@ demo: $(STAMP)
 	$(PY) -m shared.cogserver demo
 
 test: $(STAMP)
-	$(PY) -m pytest tests/unit tests/integration
+	$(PY) -m pytest tests/unit tests/integration tests/gpu
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit
