@@ -88,7 +88,6 @@ def test_gemma3_loads_from_a_local_checkpoint_folder(tmp_path):
 
 def test_flux_pipeline_and_loras_load_from_a_local_checkpoint_folder(tmp_path):
     """A local folder in the Hub layout (plus loras/<name>/) loads the same pipeline the hub profile would."""
-    import shutil
 
     from diffusers import FluxPipeline
 
