@@ -34,8 +34,3 @@ def compile_blocks(model: nn.Module, block_classes: tuple[str, ...], *, fullgrap
         raise ValueError(f"no submodule of class {block_classes} found to compile")
     log_event("compile", scope="blocks", classes=list(block_classes), count=count, backend=backend, mode=mode)
     return count
-
-
-def compile_cache_dir() -> str | None:
-    """Where Inductor keeps compiled kernels across restarts (set TORCHINDUCTOR_CACHE_DIR in images)."""
-    return os.environ.get("TORCHINDUCTOR_CACHE_DIR")

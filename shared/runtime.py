@@ -9,7 +9,6 @@ import logging
 import os
 import random
 import sys
-import time
 from dataclasses import dataclass
 
 import torch
@@ -30,15 +29,6 @@ def log_event(event: str, **fields) -> dict:
     record = {"event": event, **fields}
     _log.info(json.dumps(record, default=str, sort_keys=False))
     return record
-
-
-@contextlib.contextmanager
-def timed(into: dict, key: str):
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        into[key] = round(time.perf_counter() - start, 4)
 
 
 @dataclass(frozen=True)
