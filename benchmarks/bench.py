@@ -1,6 +1,7 @@
 """GPU benchmarks: each deployment's optimized path against its plain bf16 baseline, in one run.
 
     python benchmarks/bench.py flux                # FLUX txt2img: eager bf16 vs int8-T5 + regional compile
+    python benchmarks/bench.py flux-sizes          # FLUX img2img at several sizes: compile per size vs dynamic
     python benchmarks/bench.py text smollm3-3b     # decode tokens/s: HF generate bf16 eager vs the deployment
     python benchmarks/bench.py text gemma3-4b-it
 
@@ -90,7 +91,8 @@ def bench_flux(args) -> dict:
     eager_peak = peak_gb()
 
     started = time.perf_counter()
-    applied = flux.optimize(runner.pipe, {"text_encoder": "int8", "transformer": args.transformer, "compile": "on"})
+    applied = flux.optimize(runner.pipe, {"text_encoder": "int8", "transformer": args.transformer, "compile": "on",
+                                          "shapes": args.shapes})
     one()  # compiles
     compile_s = time.perf_counter() - started
     torch.cuda.reset_peak_memory_stats()
@@ -123,6 +125,56 @@ def bench_flux(args) -> dict:
     }
 
 
+def bench_flux_sizes(args) -> dict:
+    """img2img at several sizes, as users send them: the first request at each size (compile included)
+    and the steady time, eager vs each compile mode (`shapes`: auto = torch's default, dynamic)."""
+    from PIL import Image
+
+    import torch._dynamo.utils as dynamo_utils
+    from shared import flux
+
+    os.environ["OPTIMIZE"] = "text_encoder=int8,compile=off,warmup=off"
+    runner = load_runner("flux-lora-img2img")
+    runner.setup()
+    route = runner.router.route("Anime")
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+
+    def one(w, h):
+        call = {"prompt": "a lighthouse at dusk", "image": Image.new("RGB", (w, h), "gray"), "strength": 1.0,
+                "width": w, "height": h}
+        runner.generate_image(call, steps=args.steps, guidance=3.5, seed=1, route=route)
+
+    def per_size() -> dict:
+        rows = {}
+        for w, h in sizes:
+            graphs = dynamo_utils.counters["stats"]["unique_graphs"]
+            first = timed(lambda w=w, h=h: one(w, h), 1)[0]
+            steady = statistics.median(timed(lambda w=w, h=h: one(w, h), args.repeats))
+            rows[f"{w}x{h}"] = {"first_request_s": round(first, 2), "steady_s": round(steady, 3),
+                                "ms_per_step": round(1000 * steady / args.steps, 1),
+                                "new_graphs": dynamo_utils.counters["stats"]["unique_graphs"] - graphs}
+            print(mode, f"{w}x{h}", rows[f"{w}x{h}"], flush=True)
+        return rows
+
+    mode = "eager"
+    one(*sizes[0])  # cuBLAS/cuDNN handles, allocator
+    modes = {"eager": per_size()}
+    for mode in args.modes.split(","):
+        torch._dynamo.reset()
+        flux.optimize(runner.pipe, {"text_encoder": "none", "transformer": "none", "compile": "on", "shapes": mode})
+        modes[mode] = per_size()
+    base = modes["eager"][args.sizes.split(",")[0]]["steady_s"]
+    best = min(args.modes.split(","), key=lambda m: modes[m][args.sizes.split(",")[0]]["steady_s"])
+    return {
+        "task": "img2img", "steps": args.steps, "repeats": args.repeats, "sizes": args.sizes.split(","),
+        "text_encoder": "int8", "modes": modes,
+        "baseline": {"name": "bf16 eager", "median_s": base, "peak_gpu_gb": None},
+        "optimized": {"name": f"compile shapes={best}", "median_s": modes[best][args.sizes.split(",")[0]]["steady_s"],
+                      "peak_gpu_gb": peak_gb()},
+        "speedup": round(base / modes[best][args.sizes.split(",")[0]]["steady_s"], 3),
+    }
+
+
 def bench_text(args) -> dict:
     from shared import catalog
     from shared.builders.text import build_random_causal_lm, build_random_gemma3
@@ -136,10 +188,16 @@ def bench_text(args) -> dict:
         tok = getattr(tok_or_proc, "tokenizer", tok_or_proc)
         return {k: v.to(model.device) for k, v in tok(text, return_tensors="pt").items()}
 
-    def decode_speed(model, tok) -> tuple[float, list[float]]:
+    def decode_speed(model, tok, thread=None) -> tuple[float, list[float]]:
         inputs = prompt_inputs(tok, model)
-        gen = lambda: model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                                   do_sample=False, use_cache=True)  # noqa: E731
+
+        def generate():
+            with torch.inference_mode():  # as requests run: a different mode would recompile
+                model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                               use_cache=True)
+
+        # A deployment's compiled decode runs on its own generation thread (CUDA graphs are per thread).
+        gen = (lambda: thread.submit(generate).result()) if thread else generate  # noqa: E731
         gen()
         gen()  # second warm-up: compiled decode paths capture graphs on the first calls
         times = timed(gen, args.repeats)
@@ -160,7 +218,7 @@ def bench_text(args) -> dict:
     runner = load_runner(name)
     runner.setup()
     setup_s = time.perf_counter() - started
-    opt_tps, opt_times = decode_speed(runner.model, runner.tokenizer)
+    opt_tps, opt_times = decode_speed(runner.model, runner.tokenizer, runner.generation_thread)
     return {
         "deployment": name, "new_tokens": new_tokens, "repeats": args.repeats, "batch": 1,
         "layers": os.environ.get("SYNTHETIC_NUM_LAYERS", "all"),
@@ -179,6 +237,12 @@ def main() -> int:
     f.add_argument("--steps", type=int, default=28)
     f.add_argument("--repeats", type=int, default=3)
     f.add_argument("--transformer", default="none", choices=["none", "fp8", "int8"])
+    f.add_argument("--shapes", default="dynamic", choices=["dynamic", "auto"])
+    z = sub.add_parser("flux-sizes")
+    z.add_argument("--sizes", default="768x768,320x256,1024x576,512x896")
+    z.add_argument("--modes", default="auto,dynamic")
+    z.add_argument("--steps", type=int, default=20)
+    z.add_argument("--repeats", type=int, default=2)
     t = sub.add_parser("text")
     t.add_argument("deployment")
     t.add_argument("--tokens", type=int, default=128)
@@ -187,11 +251,11 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("benchmarks need a CUDA GPU (see docs/benchmarks.md)", file=sys.stderr)
         return 2
-    result = bench_flux(args) if args.what == "flux" else bench_text(args)
-    label = "flux" if args.what == "flux" else args.deployment
+    result = {"flux": bench_flux, "flux-sizes": bench_flux_sizes, "text": bench_text}[args.what](args)
+    label = args.deployment if args.what == "text" else args.what
     path = write(label, result)
     b, o = result["baseline"], result["optimized"]
-    key = "median_s" if args.what == "flux" else "tokens_per_s"
+    key = "tokens_per_s" if args.what == "text" else "median_s"
     print(f"\n{label}: baseline {b['name']}: {b[key]} {key}, peak {b['peak_gpu_gb']} GB | "
           f"optimized {o['name']}: {o[key]} {key}, peak {o['peak_gpu_gb']} GB | speedup x{result['speedup']}  -> {path}")
     return 0

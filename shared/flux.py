@@ -31,6 +31,10 @@ OPTIONS = {
     # Regional compile of the repeated transformer blocks: 21 s once instead of a whole-model compile
     # that did not finish in 6 minutes; hot-swapped LoRAs never trigger a recompile.
     "compile": opts.Option("on", "off", ("on", "off"), "torch.compile the transformer blocks"),
+    # torch's default ("auto") specializes the graph to the first size and recompiles, size-generic, on
+    # the first new one: a user request pays that. "dynamic" compiles the size-generic graph in setup,
+    # which matters most for img2img, whose size follows each input image.
+    "shapes": opts.Option("dynamic", "dynamic", ("dynamic", "auto"), "compile for any image size up front, or on first change"),
     # One short generation in setup() so the first user request does not pay for compilation.
     "warmup": opts.Option("on", "off", ("on", "off"), "generate once at setup"),
 }
@@ -55,9 +59,16 @@ def optimize(pipe, chosen: dict[str, str]) -> list[str]:
         backend = selective_compile.default_backend()
         # diffusers' regional compile: compiles each repeated block class once (FluxTransformerBlock,
         # FluxSingleTransformerBlock) and reuses it for all 57 blocks.
-        pipe.transformer.compile_repeated_blocks(fullgraph=True, backend=backend)
-        log_event("compile", scope="transformer.repeated_blocks", backend=backend)
-        applied.append("compile")
+        dynamic = chosen["shapes"] == "dynamic"
+        if dynamic:
+            from torch.fx.experimental import _config as fx_config
+
+            # Without this, equal sizes share one symbol (512 text tokens and 512 image tokens, say), and
+            # the first request that breaks the equality recompiles.
+            fx_config.use_duck_shape = False
+        pipe.transformer.compile_repeated_blocks(fullgraph=True, backend=backend, dynamic=True if dynamic else None)
+        log_event("compile", scope="transformer.repeated_blocks", backend=backend, dynamic=dynamic)
+        applied.append("compile:dynamic" if dynamic else "compile")
     return applied
 
 

@@ -13,7 +13,8 @@ from .runtime import SEED_MAX
 
 PROMPT = Input(description="What to generate.", min_length=1)
 SEED = Input(default=None, ge=0, le=SEED_MAX,
-             description="Random seed for a repeatable result; leave empty for a random one (the seed used is reported in metrics.seed).")
+             description="Random seed for a repeatable result; leave empty for a random one "
+                         "(the seed used is reported in metrics.seed).")
 
 # Image generation
 NUM_INFERENCE_STEPS = Input(default=30, ge=1, le=50, description="Denoising steps: more is slower and finer.")

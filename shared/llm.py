@@ -94,9 +94,9 @@ class TextGenerationRunner(BaseRunner):
         self.stop_ids = self.stop_token_ids()
         # Every generate() runs on this one thread: CUDA-graph trees (compiled decode) belong to the
         # thread that captured them, and a fresh thread per request failed with an AssertionError.
-        self._generator_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
+        self.generation_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
         if getattr(self.model.generation_config, "cache_implementation", None) == "static":
-            self._generator_thread.submit(self._warm_static_cache).result()
+            self.generation_thread.submit(self._warm_static_cache).result()
         log_event("setup.done", deployment=self.dep.name, weights=self.source.describe(), device=self.hw.device,
                   dtype=str(self.hw.dtype), path=self.path, options=self.options,
                   seconds=round(time.perf_counter() - started, 2), peak_gpu_gb=peak_memory_gb())
@@ -193,7 +193,7 @@ class TextGenerationRunner(BaseRunner):
                 failure.append(e)
                 streamer.end()
 
-        job = self._generator_thread.submit(work)
+        job = self.generation_thread.submit(work)
         pieces: list[str] = []
         first_token_at = None
         try:

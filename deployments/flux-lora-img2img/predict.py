@@ -34,7 +34,8 @@ class Runner(FluxLoraRunner):
         prompt: str = inputs.PROMPT,
         trigger_word: Optional[str] = inputs.trigger_word(TRIGGERS),
         strength: float = Input(default=0.7, ge=0.0, le=1.0,
-                                description="How much to change the image: low stays close to it, 1 ignores it. At least one denoising step must run (strength x num_inference_steps >= 1)."),
+                                description="How much to change the image: low stays close to it, 1 ignores it. At least one "
+                                            "denoising step must run (strength x num_inference_steps >= 1)."),
         num_inference_steps: int = inputs.NUM_INFERENCE_STEPS,
         guidance_scale: float = inputs.GUIDANCE_SCALE,
         seed: Optional[int] = inputs.SEED,

@@ -23,7 +23,8 @@ LANGUAGE_MODEL = "model.language_model"
 class Runner(TextGenerationRunner):
     deployment = "gemma3-4b-it"
     OPTIONS = {
-        "prune": Option("magnitude:0.1", "magnitude:0.1", ("none", "magnitude:<amount>", "gradual:<amount>", "structured:<amount>"),
+        "prune": Option("magnitude:0.1", "magnitude:0.1",
+                        ("none", "magnitude:<amount>", "gradual:<amount>", "structured:<amount>"),
                         "zero the smallest weights of q/k/v and MLP input projections"),
         "quantize": Option("int8", "int8", ("none", "int8"), "torchao int8 weight-only on the language model"),
         # decode: static cache + compiled decode step; blocks: regional compile of the decoder layers.

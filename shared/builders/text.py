@@ -86,7 +86,8 @@ def chat_template(dep: Deployment) -> str:
 def tokenizer_for(dep: Deployment, model_type: str):
     spec = CHAT_SPECS[model_type]
     return chat_tokenizer(list(spec.special_tokens), bos=spec.bos, eos=spec.eos, pad=spec.pad,
-                          chat_template=chat_template(dep), extra={"extra_special_tokens": dict(spec.extra)} if spec.extra else None)
+                          chat_template=chat_template(dep),
+                          extra={"extra_special_tokens": dict(spec.extra)} if spec.extra else None)
 
 
 def stop_token_ids(tokenizer, model_type: str) -> list[int]:
@@ -98,7 +99,8 @@ def build_random_causal_lm(dep: Deployment, *, tiny: bool, device: str, dtype: t
     """(model, tokenizer) for a decoder-only chat model with random weights."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    raw = {k: v for k, v in _read(dep, "config.json").items() if k not in ("architectures", "transformers_version", "torch_dtype")}
+    skip = ("architectures", "transformers_version", "torch_dtype")
+    raw = {k: v for k, v in _read(dep, "config.json").items() if k not in skip}
     tok = tokenizer_for(dep, raw["model_type"])
     cfg = _shrink(raw, tiny)
     cfg.update(vocab_size=len(tok) if tiny else max(cfg["vocab_size"], len(tok)),

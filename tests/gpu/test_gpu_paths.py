@@ -39,11 +39,21 @@ def test_flux_txt2img_compiled_and_hot_swapping_without_recompiles():
         assert len({b["output"] for b in bodies}) == 4
 
 
-def test_flux_img2img_serves_on_gpu():
+def test_flux_img2img_serves_any_size_without_recompiling(tmp_path):
+    """img2img's size follows the input: sizes other than the warm-up's must not compile in a request."""
+    from PIL import Image
+
+    from shared.cogserver import to_data_uri
+
+    other = tmp_path / "wide.png"
+    Image.new("RGB", (1024, 576), "teal").save(other)
     with _server("flux-lora-img2img") as s:
-        body = ok(s.predict({**example_inputs("flux-lora-img2img"), "num_inference_steps": 28}))
-        _report("flux-lora-img2img", body)
-        assert decode_image(body["output"]).size == (320, 256)
+        assert "compile:dynamic" in s.log_path.read_text()
+        for image, size in ((example_inputs("flux-lora-img2img")["image"], (320, 256)), (to_data_uri(other), (1024, 576))):
+            body = ok(s.predict({**example_inputs("flux-lora-img2img"), "image": image, "num_inference_steps": 28}))
+            _report("flux-lora-img2img", body)
+            assert decode_image(body["output"]).size == size
+            assert "Recompiling" not in body["logs"], body["logs"][-2000:]
 
 
 @pytest.mark.parametrize("name", ["smollm3-3b", "gemma3-4b-it", "phi4-reasoning-plus"])

@@ -30,7 +30,7 @@ def test_each_deployment_is_documented_under_its_one_name(name):
 
 
 def test_model_ids_appear_only_in_the_catalog():
-    ids = {d.checkpoint.repo_id for d in catalog.DEPLOYMENTS.values()} | {l.repo_id for l in catalog.STYLE_LORAS}
+    ids = {d.checkpoint.repo_id for d in catalog.DEPLOYMENTS.values()} | {lora.repo_id for lora in catalog.STYLE_LORAS}
     offenders = []
     for path in list((ROOT / "shared").rglob("*.py")) + list((ROOT / "deployments").rglob("*.py")):
         if path.name == "catalog.py":

@@ -45,9 +45,9 @@ def test_two_loras_may_not_claim_one_trigger():
 
 # -- on a real (tiny) FLUX pipeline -------------------------------------------------------------
 
-def _image(runner, trigger, seed=7):
+def _image(runner, trigger, seed=7, size=(256, 256)):
     route = runner.router.route(trigger)
-    image, _ = runner.generate_image({"prompt": route.apply_to("a cat"), "width": 256, "height": 256},
+    image, _ = runner.generate_image({"prompt": route.apply_to("a cat"), "width": size[0], "height": size[1]},
                                      steps=2, guidance=3.5, seed=seed, route=route)
     return np.asarray(image).astype(np.int16)
 
@@ -82,8 +82,7 @@ def test_no_trigger_is_exactly_the_base_model(flux):
     assert np.array_equal(with_zero_adapter, np.asarray(bare).astype(np.int16))
 
 
-@pytest.fixture()
-def compiled(monkeypatch):
+def _compiled(monkeypatch, optimize="compile=on"):
     """A txt2img runner set up through its real compile path, with a backend that counts every graph."""
     from torch._dynamo.testing import CompileCounter
 
@@ -91,12 +90,17 @@ def compiled(monkeypatch):
     from tests.conftest import load_runner
 
     counter = CompileCounter()
-    monkeypatch.setenv("OPTIMIZE", "compile=on")
+    monkeypatch.setenv("OPTIMIZE", optimize)
     monkeypatch.setattr(selective_compile, "default_backend", lambda: counter)
     torch._dynamo.reset()
     runner = load_runner("flux-lora-txt2img")
     runner.setup()
     return runner, counter
+
+
+@pytest.fixture()
+def compiled(monkeypatch):
+    return _compiled(monkeypatch)
 
 
 def test_hot_swap_never_recompiles_a_compiled_transformer(compiled):
@@ -117,6 +121,25 @@ def test_the_recompile_check_can_fail(compiled):
     graphs = counter.frame_count
     runner.pipe.transformer.disable_lora()
     _image(runner, "Anime")
+    assert counter.frame_count > graphs
+
+
+def test_new_image_sizes_never_recompile(compiled):
+    """The default `shapes=dynamic` compiles one size-generic graph: img2img sizes follow the input."""
+    runner, counter = compiled
+    _image(runner, "Anime")
+    graphs = counter.frame_count
+    for size in ((384, 256), (256, 512), (320, 320)):
+        assert _image(runner, "Anime", size=size).shape == (size[1], size[0], 3)
+    assert counter.frame_count == graphs, "a new image size recompiled the transformer"
+
+
+def test_size_specialized_compile_does_recompile(monkeypatch):
+    """Counterpart: torch's default (shapes=auto) compiles again on the first new size."""
+    runner, counter = _compiled(monkeypatch, "compile=on,shapes=auto")
+    _image(runner, "Anime")
+    graphs = counter.frame_count
+    _image(runner, "Anime", size=(384, 256))
     assert counter.frame_count > graphs
 
 
