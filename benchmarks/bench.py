@@ -188,18 +188,21 @@ def bench_text(args) -> dict:
         tok = getattr(tok_or_proc, "tokenizer", tok_or_proc)
         return {k: v.to(model.device) for k, v in tok(text, return_tensors="pt").items()}
 
-    def decode_speed(model, tok, thread=None) -> tuple[float, list[float]]:
+    def decode_speed(model, tok, runner=None) -> tuple[float, list[float]]:
         inputs = prompt_inputs(tok, model)
+        thread = runner.generation_thread if runner else None
 
         def generate():
+            # The deployment's static cache, if it has one (what its compiled decode step was built for).
+            cache = runner.cache_kwargs(inputs["input_ids"].shape[1] + new_tokens) if runner else {}
             with torch.inference_mode():  # as requests run: a different mode would recompile
                 model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                               use_cache=True)
+                               use_cache=True, **cache)
 
         # A deployment's compiled decode runs on its own generation thread (CUDA graphs are per thread).
         gen = (lambda: thread.submit(generate).result()) if thread else generate  # noqa: E731
-        gen()
-        gen()  # second warm-up: compiled decode paths capture graphs on the first calls
+        for i in range(2):  # compiled decode paths compile, then capture CUDA graphs, on the first calls
+            print(f"warm-up generate {i}: {timed(gen, 1)[0]:.1f} s", flush=True)
         times = timed(gen, args.repeats)
         return round(new_tokens / statistics.median(times), 2), times
 
@@ -218,7 +221,7 @@ def bench_text(args) -> dict:
     runner = load_runner(name)
     runner.setup()
     setup_s = time.perf_counter() - started
-    opt_tps, opt_times = decode_speed(runner.model, runner.tokenizer, runner.generation_thread)
+    opt_tps, opt_times = decode_speed(runner.model, runner.tokenizer, runner)
     return {
         "deployment": name, "new_tokens": new_tokens, "repeats": args.repeats, "batch": 1,
         "layers": os.environ.get("SYNTHETIC_NUM_LAYERS", "all"),

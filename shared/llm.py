@@ -19,7 +19,7 @@ from typing import Iterator
 import torch
 from cog import BaseRunner
 
-from . import catalog, options as opts, weights
+from . import catalog, llm_backends, options as opts, weights
 from .runtime import (InputError, explain_oom, log_event, peak_memory_gb, resolve_seed, select_device,
                       seed_everything)
 
@@ -43,16 +43,6 @@ class _StopFlag:
 
     def __call__(self, input_ids, scores, **kwargs) -> bool:
         return self.stop.is_set()
-
-
-class _StopAfter:
-    """Stops generation once the sequence reaches `length` tokens (used to warm up without decoding it all)."""
-
-    def __init__(self, length: int):
-        self.length = length
-
-    def __call__(self, input_ids, scores, **kwargs) -> bool:
-        return input_ids.shape[1] >= self.length
 
 
 def _counting_streamer(tokenizer):
@@ -79,9 +69,10 @@ class TextGenerationRunner(BaseRunner):
     # (SmolLM3: its think/no_think logic lives there); "checkpoint" uses the checkpoint's own template
     # and falls back to the vendored one where the checkpoint has none (tiny/synthetic tokenizers).
     template_source = "checkpoint"
-    # Size of the static KV cache a compiled decode step is warmed up for: the longest prompt expected
+    # Size of the static KV cache a compiled decode step is compiled for: the longest prompt expected
     # plus the largest max_new_tokens. Longer requests still work; they grow the cache once (recompile).
     static_cache_tokens = 2048 + 8192
+    kv_cache = None  # the static cache, when the decode step is compiled
 
     def setup(self) -> None:
         started = time.perf_counter()
@@ -95,33 +86,40 @@ class TextGenerationRunner(BaseRunner):
         # Every generate() runs on this one thread: CUDA-graph trees (compiled decode) belong to the
         # thread that captured them, and a fresh thread per request failed with an AssertionError.
         self.generation_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
-        if getattr(self.model.generation_config, "cache_implementation", None) == "static":
+        if llm_backends.has_compiled_decode(self.model):
+            self.kv_cache = llm_backends.new_static_cache(self.model, min(self.static_cache_tokens, self.max_positions()))
             self.generation_thread.submit(self._warm_static_cache).result()
         log_event("setup.done", deployment=self.dep.name, weights=self.source.describe(), device=self.hw.device,
                   dtype=str(self.hw.dtype), path=self.path, options=self.options,
                   seconds=round(time.perf_counter() - started, 2), peak_gpu_gb=peak_memory_gb())
 
     def _warm_static_cache(self) -> None:
-        """Compile and capture the decode step at the serving cache size before the first request.
+        """Compile and capture the decode step before the first request (75 s on SmolLM3's, measured).
 
-        transformers sizes each static cache as max(this request's max length, the largest so far), and
-        a new size means a new compile (75 s on the first SmolLM3 request, measured). Asking once for the
-        full serving length, stopped after a few tokens, fixes the size for every later request.
+        Every request reuses the one cache (reset in place), so its shapes and addresses never change
+        and neither the compiled step nor its CUDA graphs are rebuilt.
         """
-        from transformers import StoppingCriteriaList
-
         started = time.perf_counter()
         ids = self.text_tokenizer("warm up", return_tensors="pt", add_special_tokens=False)["input_ids"].to(self.model.device)
-        # transformers makes the cache max_length - 1 long (the last token is never attended to)
-        budget = min(self.static_cache_tokens, self.max_positions()) - ids.shape[1] + 1
         # Same mode as requests: a warm-up outside inference_mode compiles for autograd tensors and the
         # first request recompiles (seen on the H100: "dispatch key set mismatch").
         for _ in range(3):  # compile, then CUDA-graph warm-up and capture
             with torch.inference_mode():
-                self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=budget,
+                self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=4,
                                     use_cache=True, do_sample=False, pad_token_id=self.text_tokenizer.pad_token_id,
-                                    stopping_criteria=StoppingCriteriaList([_StopAfter(ids.shape[1] + 4)]))
-        log_event("warmup.done", cache_tokens=budget + ids.shape[1] - 1, seconds=round(time.perf_counter() - started, 2))
+                                    **self.cache_kwargs(ids.shape[1] + 4))
+        log_event("warmup.done", cache_tokens=self.kv_cache.get_max_length(), seconds=round(time.perf_counter() - started, 2))
+
+    def cache_kwargs(self, total_tokens: int) -> dict:
+        """generate() arguments for a request of `total_tokens`: the runner's static cache, emptied."""
+        if self.kv_cache is None:
+            return {}
+        if total_tokens > self.kv_cache.get_max_length():
+            # Rare by construction (static_cache_tokens covers the inputs' ranges): one recompile.
+            log_event("kv_cache.grow", tokens=total_tokens, previous=self.kv_cache.get_max_length())
+            self.kv_cache = llm_backends.new_static_cache(self.model, total_tokens)
+        self.kv_cache.reset()
+        return {"past_key_values": self.kv_cache}
 
     def load_model(self):
         """Return (model, tokenizer or processor, a short description of the path taken)."""
@@ -188,6 +186,7 @@ class TextGenerationRunner(BaseRunner):
                     self.model.generate(**inputs, max_new_tokens=max_new_tokens, streamer=streamer, use_cache=True,
                                         eos_token_id=self.stop_ids, pad_token_id=self.text_tokenizer.pad_token_id,
                                         stopping_criteria=StoppingCriteriaList([stop]),
+                                        **self.cache_kwargs(prompt_tokens + max_new_tokens),
                                         **sampling_kwargs(temperature, top_p))
             except BaseException as e:  # re-raised in the consumer so the prediction fails loudly
                 failure.append(e)

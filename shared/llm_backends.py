@@ -6,10 +6,12 @@ request is never a guess.
 
 from __future__ import annotations
 
+import copy
 import os
 
 import torch
 
+from . import compile as selective_compile
 from .builders import text as text_builder
 from .builders.loras import cache_dir
 from .quantize import apply_hqq
@@ -38,21 +40,44 @@ def hqq_quantize(model, *, via: str, device: str, dtype: torch.dtype, nbits: int
     return model, f"hqq{nbits}"
 
 
-def enable_compiled_decode(model, max_cache_len: int | None = None) -> str:
-    """Static KV cache + a compiled one-token decode step (gpt-fast's trick, done by transformers).
+def enable_compiled_decode(model) -> str:
+    """A compiled one-token decode step over a static KV cache (gpt-fast's trick, done by transformers).
 
-    With `cache_implementation="static"`, transformers' generate() compiles only the decode forward
-    (fixed shapes, CUDA-graph friendly) and runs prefill eagerly. Compiling `model.forward` for both
-    crashed with CUDA graphs ("accessing tensor output of CUDAGraphs that has been overwritten").
+    Given a static cache (the runner owns one: shared/llm.py), transformers' generate() compiles only
+    the decode forward (fixed shapes, CUDA-graph friendly) and runs prefill eagerly. Compiling
+    `model.forward` for both crashed with CUDA graphs ("accessing tensor output of CUDAGraphs that has
+    been overwritten").
     """
     from transformers import CompileConfig
 
-    model.generation_config.cache_implementation = "static"
-    model.generation_config.compile_config = CompileConfig(fullgraph=True, mode="reduce-overhead", dynamic=False)
-    if max_cache_len:
-        model.generation_config.cache_config = {"max_cache_len": max_cache_len}
-    log_event("compile", scope="decode_step", cache="static", mode="reduce-overhead")
+    backend = selective_compile.default_backend()
+    # CUDA graphs (reduce-overhead) are an inductor mode; on CPU the same graphs and guards run eagerly.
+    mode = "reduce-overhead" if backend == "inductor" else None
+    config = CompileConfig(fullgraph=True, mode=mode, dynamic=False, backend=backend)
+    config._compile_all_devices = True  # transformers otherwise compiles on GPUs only: keep CPU tests honest
+    model.generation_config.compile_config = config
+    log_event("compile", scope="decode_step", cache="static", backend=str(backend), mode=mode)
     return "static-cache+compiled-decode"
+
+
+def has_compiled_decode(model) -> bool:
+    return getattr(model.generation_config, "compile_config", None) is not None
+
+
+def new_static_cache(model, max_cache_len: int):
+    """A static KV cache of `max_cache_len` tokens whose layers all have full length.
+
+    transformers' sliding-window static layers (Gemma 3: 5 of every 6 layers) count tokens in a Python
+    int that torch.compile guards on, so every decode step recompiles (48 s each for Gemma 3 4B on the
+    H100; transformers#44609). Full-length layers under the model's own sliding-window masks compute the
+    same attention with fixed shapes, for more cache memory (~1.4 GB at 10k tokens for Gemma 3 4B).
+    """
+    from transformers import StaticCache
+
+    config = copy.copy(model.config.get_text_config(decoder=True))
+    layers = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
+    config.layer_types = ["full_attention"] * len(layers)
+    return StaticCache(config=config, max_cache_len=max_cache_len)
 
 
 def load_with_unsloth(dep, source, *, device: str, dtype: torch.dtype, max_seq_length: int):

@@ -3,6 +3,7 @@
 import threading
 
 import pytest
+import torch
 
 from shared.llm import sampling_kwargs
 from shared.runtime import InputError
@@ -31,9 +32,52 @@ def test_static_cache_decode_path_gives_the_same_greedy_text(monkeypatch, name, 
                              messages=_messages(name))
 
     static_runner, static = run(option)
-    assert static_runner.model.generation_config.cache_implementation == "static"
+    assert static_runner.kv_cache is not None and not any(static_runner.kv_cache.is_sliding)
     _, dynamic = run(option.split("=")[0] + "=off")
     assert static and static == dynamic
+
+
+def _graphs() -> int:
+    """Graphs Dynamo has compiled so far in this process (transformers deep-copies a counting backend)."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
+def _compiled_gemma(monkeypatch):
+    """Gemma 3 (tiny: 6 layers, sliding window 16) with its decode step compiled (Dynamo, eager backend on CPU)."""
+    monkeypatch.setenv("OPTIMIZE", "compile=decode")
+    torch._dynamo.reset()
+    runner = load_runner("gemma3-4b-it")
+    before = _graphs()
+    runner.setup()  # warm-up: compiles the decode step once
+    assert _graphs() > before, "the decode step was not compiled at all"
+    return runner
+
+
+def _long_gemma_request(runner, tokens=24):
+    return _text(runner, images=[_image()], messages=_messages("gemma3-4b-it"), max_new_tokens=tokens)
+
+
+def test_compiled_decode_never_recompiles_past_the_sliding_window(monkeypatch):
+    runner = _compiled_gemma(monkeypatch)
+    graphs = _graphs()
+    for tokens in (24, 40):  # decode steps well past the 16-token window, two request lengths
+        assert _long_gemma_request(runner, tokens)
+    assert _graphs() == graphs, "the decode step recompiled during generation"
+
+
+def test_transformers_sliding_cache_would_recompile_every_step(monkeypatch):
+    """Counterpart: the stock static cache (sliding layers guard on a Python int) does recompile."""
+    from transformers import StaticCache
+
+    runner = _compiled_gemma(monkeypatch)
+    stock = StaticCache(config=runner.model.config, max_cache_len=runner.kv_cache.get_max_length())
+    assert any(stock.is_sliding)
+    monkeypatch.setattr(runner, "cache_kwargs", lambda total: {"past_key_values": stock})
+    graphs = _graphs()
+    _long_gemma_request(runner, 6)
+    assert _graphs() > graphs + 1
 
 
 def _image():
@@ -44,7 +88,9 @@ def _image():
 
 def _messages(name):
     if name == "gemma3-4b-it":
-        return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hello"}]}]
+        # Longer than the tiny model's 16-token sliding window, so the sliding-window masks matter.
+        text = "describe this picture in a few careful words please"
+        return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
     return [{"role": "user", "content": "hello there"}]
 
 
@@ -92,13 +138,18 @@ def test_closing_the_stream_stops_generation_early(runners, monkeypatch):
     assert 0 < len(steps) < 500, f"{len(steps)} decode steps ran after the consumer left"
 
 
-def test_warmup_fixes_the_static_cache_size_for_later_requests(monkeypatch):
-    """Requests of different lengths reuse the warmed cache size, so the compiled decode step is reused."""
+def test_every_request_reuses_the_one_static_cache_and_only_a_longer_one_grows_it(monkeypatch):
+    """The compiled decode step (and its CUDA graphs) stays valid only while the cache keeps its shape."""
+    from shared import llm_backends
+
     monkeypatch.setenv("OPTIMIZE", "compile=on,quantize=none")
     runner = load_runner("smollm3-3b")
     runner.setup()
-    warmed = runner.model._previous_max_cache_length  # transformers' record of the largest cache so far
-    assert warmed == runner.static_cache_tokens
+    cache = runner.kv_cache
+    assert cache.get_max_length() == runner.static_cache_tokens
     for n in (3, 40):
         _text(runner, max_new_tokens=n)
-        assert runner.model._previous_max_cache_length == warmed
+        assert runner.kv_cache is cache
+    runner.kv_cache = llm_backends.new_static_cache(runner.model, 16)  # smaller than the next request
+    assert _text(runner, max_new_tokens=20)
+    assert runner.kv_cache.get_max_length() > 20
