@@ -193,9 +193,9 @@ def bench_text(args) -> dict:
         thread = runner.generation_thread if runner else None
 
         def generate():
-            # The deployment's static cache, if it has one (what its compiled decode step was built for).
-            cache = runner.cache_kwargs(inputs["input_ids"].shape[1] + new_tokens) if runner else {}
             with torch.inference_mode():  # as requests run: a different mode would recompile
+                # The deployment's static cache, if it has one (what its compiled decode step was built for).
+                cache = runner.cache_kwargs(inputs["input_ids"].shape[1] + new_tokens) if runner else {}
                 model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                                use_cache=True, **cache)
 
