@@ -10,6 +10,13 @@ from shared.runtime import InputError
 from tests.conftest import load_runner
 
 
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    """Each runner here compiles the same transformers code objects; Dynamo's per-code-object recompile
+    limit (8) counts them all within one process, unlike a server that loads one model."""
+    torch._dynamo.reset()
+
+
 def test_temperature_or_top_p_zero_means_greedy():
     assert sampling_kwargs(0, 0.9) == {"do_sample": False}
     assert sampling_kwargs(0.7, 0) == {"do_sample": False}
@@ -32,7 +39,7 @@ def test_static_cache_decode_path_gives_the_same_greedy_text(monkeypatch, name, 
                              messages=_messages(name))
 
     static_runner, static = run(option)
-    assert static_runner.kv_cache is not None and not any(static_runner.kv_cache.is_sliding)
+    assert static_runner.kv_caches and not any(any(c.is_sliding) for c in static_runner.kv_caches)
     _, dynamic = run(option.split("=")[0] + "=off")
     assert static and static == dynamic
 
@@ -72,7 +79,7 @@ def test_transformers_sliding_cache_would_recompile_every_step(monkeypatch):
     from transformers import StaticCache
 
     runner = _compiled_gemma(monkeypatch)
-    stock = StaticCache(config=runner.model.config, max_cache_len=runner.kv_cache.get_max_length())
+    stock = StaticCache(config=runner.model.config, max_cache_len=runner.kv_caches[0].get_max_length())
     assert any(stock.is_sliding)
     monkeypatch.setattr(runner, "cache_kwargs", lambda total: {"past_key_values": stock})
     graphs = _graphs()
@@ -138,18 +145,21 @@ def test_closing_the_stream_stops_generation_early(runners, monkeypatch):
     assert 0 < len(steps) < 500, f"{len(steps)} decode steps ran after the consumer left"
 
 
-def test_every_request_reuses_the_one_static_cache_and_only_a_longer_one_grows_it(monkeypatch):
-    """The compiled decode step (and its CUDA graphs) stays valid only while the cache keeps its shape."""
+def test_requests_take_the_smallest_warm_cache_and_only_a_longer_one_grows_it(monkeypatch):
+    """The compiled decode step (and its CUDA graphs) stays valid only while each cache keeps its shape."""
     from shared import llm_backends
 
     monkeypatch.setenv("OPTIMIZE", "compile=on,quantize=none")
     runner = load_runner("smollm3-3b")
     runner.setup()
-    cache = runner.kv_cache
-    assert cache.get_max_length() == runner.static_cache_tokens
-    for n in (3, 40):
-        _text(runner, max_new_tokens=n)
-        assert runner.kv_cache is cache
-    runner.kv_cache = llm_backends.new_static_cache(runner.model, 16)  # smaller than the next request
+    caches = list(runner.kv_caches)
+    assert [c.get_max_length() for c in caches] == [2048, runner.static_cache_tokens]
+    with torch.inference_mode():
+        assert runner.cache_kwargs(100)["past_key_values"] is caches[0]
+        assert runner.cache_kwargs(2048)["past_key_values"] is caches[0]
+        assert runner.cache_kwargs(2049)["past_key_values"] is caches[1]
+    assert _text(runner, max_new_tokens=3) and runner.kv_caches == caches
+    runner.kv_caches[-1] = llm_backends.new_static_cache(runner.model, 16)  # smaller than the next request
+    runner.kv_caches[:1] = []
     assert _text(runner, max_new_tokens=20)
-    assert runner.kv_cache.get_max_length() > 20
+    assert runner.kv_caches[-1].get_max_length() > 20
