@@ -1,6 +1,7 @@
 # Cog-packaged, optimized model deployments. `make help` lists the targets.
 #   make demo                      every deployment, real Cog server, tiny weights, outputs/ (sets itself up)
 #   make test                      unit + integration tests on CPU (sets itself up)
+#   make lint                      ruff (rules in pyproject.toml)
 #   make predict D=<deployment> I='prompt="a red fox" trigger_word=Anime'
 #   make serve D=<deployment>      the Cog server on http://127.0.0.1:5000 (POST /predictions)
 
@@ -55,6 +56,9 @@ serve: $(STAMP)
 # One target per deployment, e.g. `make smollm3-3b`: its example request through the Cog server.
 $(DEPLOYMENTS): $(STAMP)
 	$(PY) -m shared.cogserver predict $@ --example
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 schemas: $(STAMP)
 	$(PY) -m shared.schema

@@ -55,15 +55,21 @@ def peak_gb() -> float:
     return round(torch.cuda.max_memory_allocated() / 2**30, 2)
 
 
-def write(what: str, result: dict) -> Path:
+def variant_name() -> str:
+    """The variant (OPTIMIZE, layer count) is part of a result's name: runs of one model must not overwrite
+    each other. Only [A-Za-z0-9._+-]: the device tool returns no file whose name has other characters."""
+    variant = os.environ.get("OPTIMIZE", "").replace(",", "+").replace("=", "_").replace(":", "_").replace("/", "-")
+    variant = variant or "default"
+    if os.environ.get("SYNTHETIC_NUM_LAYERS"):
+        variant += f"-{os.environ['SYNTHETIC_NUM_LAYERS']}layers"
+    return variant
+
+
+def write(what: str, variant: str, result: dict) -> Path:
     device = torch.cuda.get_device_name().replace(" ", "-")
     result = {"what": what, "device": torch.cuda.get_device_name(), "commit": commit(),
               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "torch": torch.__version__, "weights": os.environ["WEIGHT_PROFILE"], **result}
-    # The variant (OPTIMIZE, layer count) is part of the name: runs of one model must not overwrite each other.
-    variant = os.environ.get("OPTIMIZE", "").replace(",", "+").replace("/", "-") or "default"
-    if os.environ.get("SYNTHETIC_NUM_LAYERS"):
-        variant += f"-{os.environ['SYNTHETIC_NUM_LAYERS']}layers"
     out = ROOT / "benchmarks" / "results" / f"{dt.date.today()}-{what}-{variant}-{device}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
@@ -254,9 +260,10 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("benchmarks need a CUDA GPU (see docs/benchmarks.md)", file=sys.stderr)
         return 2
+    variant = variant_name()  # before the run: benchmarks set OPTIMIZE for their own baselines
     result = {"flux": bench_flux, "flux-sizes": bench_flux_sizes, "text": bench_text}[args.what](args)
     label = args.deployment if args.what == "text" else args.what
-    path = write(label, result)
+    path = write(label, variant, result)
     b, o = result["baseline"], result["optimized"]
     key = "tokens_per_s" if args.what == "text" else "median_s"
     print(f"\n{label}: baseline {b['name']}: {b[key]} {key}, peak {b['peak_gpu_gb']} GB | "

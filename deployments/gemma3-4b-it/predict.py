@@ -21,6 +21,9 @@ LANGUAGE_MODEL = "model.language_model"
 
 class Runner(TextGenerationRunner):
     deployment = "gemma3-4b-it"
+    # One cache size only: each size costs its own compile of the int8 decode step (249 s on a cold H100,
+    # measured), and this one was measured (docs/optimizations.md).
+    static_cache_buckets = ()
     OPTIONS = {
         "prune": Option("magnitude:0.1", "magnitude:0.1",
                         ("none", "magnitude:<amount>", "gradual:<amount>", "structured:<amount>"),
