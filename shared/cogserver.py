@@ -177,10 +177,15 @@ def parse_inputs(pairs: list[str]) -> dict:
     return inputs
 
 
+def resolve_files(inputs: dict) -> dict:
+    """Inputs with "@name" values replaced by the file shared/assets/examples/<name> as a data URI."""
+    return {k: to_data_uri(EXAMPLES / v[1:]) if isinstance(v, str) and v.startswith("@") else v
+            for k, v in inputs.items()}
+
+
 def example_inputs(deployment: str) -> dict:
     """The catalog's example request, with "@file" values read from shared/assets/examples/."""
-    return {k: to_data_uri(EXAMPLES / v[1:]) if isinstance(v, str) and v.startswith("@") else v
-            for k, v in DEPLOYMENTS[deployment].example.items()}
+    return resolve_files(DEPLOYMENTS[deployment].example)
 
 
 def save_outputs(deployment: str, response: dict, folder: Path = OUTPUTS) -> list[Path]:
