@@ -120,6 +120,11 @@ def build(dep: Deployment) -> dict:
     }
 
 
+def committed(name: str) -> dict:
+    """The schema committed for a deployment (what its image's Cog server validates against)."""
+    return json.loads((DEPLOYMENTS[name].folder / SCHEMA_PATH).read_text())
+
+
 def render(schema: dict) -> str:
     return json.dumps(schema, indent=2, sort_keys=False) + "\n"
 

@@ -10,11 +10,7 @@ from canary import cases
 from shared.catalog import DEPLOYMENTS, EXAMPLES
 from shared.flux import MAX_SIDE, MIN_SIDE, SIZE_MULTIPLE
 from shared.images import fit_size
-from shared.schema import SCHEMA_PATH
-
-
-def _schema(name):
-    return json.loads((DEPLOYMENTS[name].folder / SCHEMA_PATH).read_text())
+from shared.schema import committed as _schema
 
 
 @pytest.mark.parametrize("name", sorted(DEPLOYMENTS))

@@ -2,7 +2,6 @@
 
 import copy
 import io
-import json
 
 import numpy as np
 import pytest
@@ -13,8 +12,7 @@ from shared import schema
 from shared.catalog import DEPLOYMENTS
 
 
-def _schema(name):
-    return json.loads((DEPLOYMENTS[name].folder / schema.SCHEMA_PATH).read_text())
+_schema = schema.committed
 
 
 @pytest.mark.parametrize("name", list(DEPLOYMENTS))

@@ -1,6 +1,5 @@
 """The committed OpenAPI schemas are current and carry the input contract of each deployment."""
 
-import json
 
 import pytest
 
@@ -9,7 +8,7 @@ from shared.catalog import DEPLOYMENTS
 
 
 def _inputs(name):
-    doc = json.loads((DEPLOYMENTS[name].folder / schema.SCHEMA_PATH).read_text())
+    doc = schema.committed(name)
     return doc, doc["components"]["schemas"]["Input"]
 
 
