@@ -75,8 +75,7 @@ def new_static_cache(model, max_cache_len: int):
     from transformers import StaticCache
 
     config = copy.copy(model.config.get_text_config(decoder=True))
-    layers = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
-    config.layer_types = ["full_attention"] * len(layers)
+    config.layer_types = ["full_attention"] * config.num_hidden_layers
     return StaticCache(config=config, max_cache_len=max_cache_len)
 
 
