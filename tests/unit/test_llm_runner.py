@@ -54,8 +54,7 @@ def _graphs() -> int:
 def _compiled_gemma(monkeypatch):
     """Gemma 3 (tiny: 6 layers, sliding window 16) with its decode step compiled (Dynamo, eager backend on CPU)."""
     monkeypatch.setenv("OPTIMIZE", "compile=decode")
-    torch._dynamo.reset()
-    runner = load_runner("gemma3-4b-it")
+    runner = load_runner("gemma3-4b-it")  # Dynamo was reset by the fresh_dynamo fixture
     before = _graphs()
     runner.setup()  # warm-up: compiles the decode step once
     assert _graphs() > before, "the decode step was not compiled at all"
