@@ -4,6 +4,8 @@
 #   make lint                      ruff (rules in pyproject.toml)
 #   make predict D=<deployment> I='prompt="a red fox" trigger_word=Anime'
 #   make serve D=<deployment>      the Cog server on http://127.0.0.1:5000 (POST /predictions)
+#   make canary STABLE=<target> CANDIDATE=<target> [D=<deployment>] [ARGS=--dry-run]
+#                                  compare a candidate with stable (Cog URL, owner/model:version, deployment:owner/name)
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -14,7 +16,7 @@ WEIGHT_PROFILE ?= tiny
 export WEIGHT_PROFILE
 DEPLOYMENTS := $(notdir $(wildcard deployments/*))
 
-.PHONY: help setup demo test test-unit test-integration test-gpu predict serve schemas check-schemas lint clean $(DEPLOYMENTS)
+.PHONY: help setup demo test test-unit test-integration test-canary canary test-gpu predict serve schemas check-schemas lint clean $(DEPLOYMENTS)
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -33,13 +35,17 @@ demo: $(STAMP)
 	$(PY) -m shared.cogserver demo
 
 test: $(STAMP)
-	$(PY) -m pytest tests/unit tests/integration tests/gpu
+	$(PY) -m pytest tests/unit tests/integration tests/canary tests/gpu
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit
 
 test-integration: $(STAMP)
 	$(PY) -m pytest tests/integration
+
+# Tier 3: the canary against real Cog servers on tiny weights, with planted regressions.
+test-canary: $(STAMP)
+	$(PY) -m pytest tests/canary
 
 # On a GPU machine, synthetic weights: the optimized paths (compile, fp8/int8, Pruna, Unsloth).
 test-gpu:
@@ -56,6 +62,11 @@ serve: $(STAMP)
 # One target per deployment, e.g. `make smollm3-3b`: its example request through the Cog server.
 $(DEPLOYMENTS): $(STAMP)
 	$(PY) -m shared.cogserver predict $@ --example
+
+# STABLE defaults to the deployment's pin in canary/pins.json. Exit 1 on a regression (docs/canary.md).
+canary: $(STAMP)
+	@test -n "$(CANDIDATE)" || { echo "usage: make canary CANDIDATE=<target> [STABLE=<target>] [D=<deployment>] [ARGS=...]"; exit 2; }
+	$(PY) -m canary --candidate '$(CANDIDATE)' $(if $(STABLE),--stable '$(STABLE)') $(if $(D),--deployment $(D)) $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

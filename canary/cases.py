@@ -29,14 +29,23 @@ class Case:
         return resolve_files(self.input)
 
 
-def load(deployment: str) -> list[Case]:
+def _read(deployment: str) -> dict:
     path = CASES / f"{deployment}.json"
     if not path.exists():
         raise FileNotFoundError(f"no canary cases for {deployment!r}: expected {path}")
     data = json.loads(path.read_text())
     if data.get("deployment") != deployment:
         raise ValueError(f"{path}: says deployment {data.get('deployment')!r}, file is for {deployment!r}")
-    return [Case(deployment, c["name"], c["input"], c["expect"]) for c in data["cases"]]
+    return data
+
+
+def load(deployment: str) -> list[Case]:
+    return [Case(deployment, c["name"], c["input"], c["expect"]) for c in _read(deployment)["cases"]]
+
+
+def version(deployment: str) -> int:
+    """The case file's version: bumped whenever a case changes, so reports compare like with like."""
+    return int(_read(deployment)["version"])
 
 
 def invalid_for(case: Case, openapi: dict) -> list[str]:

@@ -43,19 +43,21 @@ def text_problems(text, *, max_chars: int | None = None) -> list[str]:
     problems = []
     if max_chars is not None and len(text) > max_chars:
         problems.append(f"{len(text)} characters, more than {max_chars}")
-    share = repeated_ngram_share(text)
+    share = max(repeated_ngram_share(text.split(), T.NGRAM), repeated_ngram_share(text, T.CHAR_NGRAM))
     if share > T.MAX_REPEATED_NGRAM_SHARE:
-        problems.append(f"degenerate: {share:.0%} of its {T.NGRAM}-grams repeat earlier ones")
+        problems.append(f"degenerate: {share:.0%} of its word {T.NGRAM}-grams or character {T.CHAR_NGRAM}-grams "
+                        "repeat earlier ones")
     return problems
 
 
-def repeated_ngram_share(text: str, n: int = T.NGRAM) -> float:
-    """Share of the word n-grams that repeat an earlier one (0 for short texts).
+def repeated_ngram_share(items, n: int) -> float:
+    """Share of the n-grams of `items` (words, or the characters of a string) that repeat an earlier one.
 
-    A loop of any period k <= n makes almost every n-gram a repeat; ordinary prose has few.
+    Once a text loops (with period k), every n-gram after the first k items repeats an earlier one;
+    ordinary prose repeats few. Characters catch loops without spaces (glued tokens, scripts written
+    without spaces). 0 for texts too short to judge.
     """
-    words = text.split()
-    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    grams = [tuple(items[i:i + n]) for i in range(len(items) - n + 1)]
     if len(grams) < 4:
         return 0.0
     return 1.0 - len(set(grams)) / len(grams)

@@ -44,8 +44,10 @@ class CogServer:
     """A real Cog server for one deployment on a loopback port; use as a context manager."""
 
     def __init__(self, deployment: str, *, port: int | None = None, env: dict | None = None,
-                 setup_timeout: float = 600, log_path: Path | None = None):
+                 setup_timeout: float = 600, log_path: Path | None = None, folder: Path | None = None):
         self.dep = DEPLOYMENTS[deployment]
+        # The predictor's folder (predict.py + .cog/): the deployment's own unless a variant is given.
+        self.folder = Path(folder or self.dep.folder)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.setup_timeout = setup_timeout
@@ -67,7 +69,7 @@ class CogServer:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1"],
-            cwd=self.dep.folder, env=self.environment(), stdout=log, stderr=subprocess.STDOUT,
+            cwd=self.folder, env=self.environment(), stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.wait_ready()
@@ -113,28 +115,12 @@ class CogServer:
     # -- requests ---------------------------------------------------------------------------------
 
     def predict(self, inputs: dict, *, timeout: float = 600) -> requests.Response:
-        return self._post(inputs, timeout=timeout)
-
-    def _post(self, inputs: dict, *, timeout: float, busy_wait: float = 30, **kwargs) -> requests.Response:
-        """POST /predictions, waiting while the server answers 409 "at capacity".
-
-        The server frees its slot a moment after it answers, so a request sent right after the
-        previous one can be turned away; a client retries that, briefly and with a bound.
-        """
-        deadline = time.monotonic() + busy_wait
-        delay = 0.05
-        while True:
-            r = requests.post(f"{self.url}/predictions", json={"input": inputs}, timeout=timeout, **kwargs)
-            if r.status_code != 409 or time.monotonic() > deadline:
-                return r
-            r.close()
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+        return post_prediction(self.url, inputs, timeout=timeout)
 
     def stream(self, inputs: dict, *, timeout: float = 600) -> list[tuple[str, str]]:
         """POST with `Accept: text/event-stream`; returns the (event, data) pairs as they arrived."""
         events, event, data = [], "message", []
-        with self._post(inputs, timeout=timeout, stream=True, headers={"Accept": "text/event-stream"}) as r:
+        with post_prediction(self.url, inputs, timeout=timeout, stream=True, headers={"Accept": "text/event-stream"}) as r:
             if r.status_code != 200:
                 raise RuntimeError(f"streaming request failed: {r.status_code} {r.text[:500]}")
             # Split bytes, then decode: str.splitlines() would also break on U+2028 etc. inside the JSON,
@@ -150,6 +136,23 @@ class CogServer:
                 elif line.startswith("data:"):
                     data.append(line[5:].lstrip())
         return events
+
+
+def post_prediction(url: str, inputs: dict, *, timeout: float, busy_wait: float = 30, **kwargs) -> requests.Response:
+    """POST {url}/predictions, waiting while the server answers 409 "at capacity".
+
+    The server frees its slot a moment after it answers, so a request sent right after the
+    previous one can be turned away; a client retries that, briefly and with a bound.
+    """
+    deadline = time.monotonic() + busy_wait
+    delay = 0.05
+    while True:
+        r = requests.post(f"{url}/predictions", json={"input": inputs}, timeout=timeout, **kwargs)
+        if r.status_code != 409 or time.monotonic() > deadline:
+            return r
+        r.close()
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
 
 
 # -- files in and out -----------------------------------------------------------------------------

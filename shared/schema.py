@@ -26,16 +26,16 @@ def _title(name: str) -> str:
     return name.replace("_", " ").title()
 
 
-def _predictor_info(dep: Deployment):
+def _predictor_info(folder: Path):
     from cog import _inspector
 
-    sys.path.insert(0, str(dep.folder))
+    sys.path.insert(0, str(folder))
     try:
         sys.modules.pop("predict", None)
         info = _inspector.create_predictor("predict", "Runner")
         streaming = _is_streaming(importlib.import_module("predict").Runner)
     finally:
-        sys.path.remove(str(dep.folder))
+        sys.path.remove(str(folder))
         sys.modules.pop("predict", None)
     return info, streaming
 
@@ -82,8 +82,9 @@ def _is_required(field) -> bool:
     return field.type.repetition.name in ("REQUIRED", "REPEATED")
 
 
-def build(dep: Deployment) -> dict:
-    info, streaming = _predictor_info(dep)
+def build(dep: Deployment, folder: Path | None = None) -> dict:
+    """The schema of `dep`'s predictor, or of a variant of it in `folder` (its own predict.py)."""
+    info, streaming = _predictor_info(folder or dep.folder)
     inp, enums = input_schema(info)
     post = {
         "summary": "Predict",

@@ -37,6 +37,23 @@ def runners():
     return get
 
 
+@pytest.fixture(scope="session")
+def server():
+    """Start each deployment's real Cog server (tiny weights) once, on first use; stop all at the end."""
+    from shared.cogserver import CogServer
+
+    running = {}
+
+    def get(name: str) -> CogServer:
+        if name not in running:
+            running[name] = CogServer(name, env={"WEIGHT_PROFILE": "tiny"}, setup_timeout=300).start()
+        return running[name]
+
+    yield get
+    for s in running.values():
+        s.stop()
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
 

@@ -4,23 +4,8 @@ import io
 import pytest
 from PIL import Image
 
-from shared.cogserver import CogServer, to_data_uri
+from shared.cogserver import to_data_uri
 from shared.catalog import EXAMPLES
-
-
-@pytest.fixture(scope="session")
-def server():
-    """Start each deployment's real Cog server (tiny weights) once, on first use; stop all at the end."""
-    running = {}
-
-    def get(name: str) -> CogServer:
-        if name not in running:
-            running[name] = CogServer(name, env={"WEIGHT_PROFILE": "tiny"}, setup_timeout=300).start()
-        return running[name]
-
-    yield get
-    for s in running.values():
-        s.stop()
 
 
 def decode_image(data_uri: str) -> Image.Image:

@@ -1,0 +1,59 @@
+"""The canary's report: a markdown table for people, a JSON file for machines, same rows."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from shared.catalog import REPO_ROOT
+
+from . import thresholds as T
+from .runner import Outcome
+
+HEADLINE = {"pass": "PASS: the candidate matches stable", "regression": "REGRESSION: do not promote",
+            "error": "ERROR: the canary could not judge every check (see the rows marked error)"}
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                              text=True, timeout=10).stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(outcome: Outcome) -> str:
+    lines = [f"## Canary: {outcome.deployment}: {HEADLINE[outcome.result]}", "",
+             f"stable `{outcome.stable}` · candidate `{outcome.candidate}` · cases v{outcome.cases_version} · "
+             f"{outcome.samples} sample(s) per side", "",
+             "| case | check | stable | candidate | verdict |", "|---|---|---|---|---|"]
+    for r in outcome.rows:
+        verdict = r.verdict if r.verdict == "pass" or not r.detail else f"**{r.verdict}**: {r.detail}"
+        lines.append("| " + " | ".join(_cell(x) for x in (r.case, r.check, r.stable, r.candidate, verdict)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def thresholds() -> dict:
+    return {k: v for k, v in vars(T).items() if k.isupper()}
+
+
+def write(outcome: Outcome, folder: Path) -> tuple[Path, Path]:
+    """<folder>/<deployment>-<UTC time>.md and .json; also appended to the GitHub job summary if there is one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = folder / f"{outcome.deployment}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    md = markdown(outcome)
+    stem.with_suffix(".md").write_text(md)
+    record = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": _commit(),
+              "thresholds": thresholds(), **outcome.to_dict()}
+    stem.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    if summary := os.environ.get("GITHUB_STEP_SUMMARY"):
+        with open(summary, "a") as f:
+            f.write(md + "\n")
+    return stem.with_suffix(".md"), stem.with_suffix(".json")

@@ -1,0 +1,189 @@
+"""Run a deployment's canary cases against stable and candidate, and judge every check.
+
+For each case the two targets get the same request `samples` times, alternately (stable, candidate,
+stable, ...), so drift in the machine or the network lands on both sides. Then, per case:
+
+    schema      the candidate's input schema is backward compatible, and it accepts the case
+    functional  every candidate prediction succeeded
+    sanity      each output decodes, has the expected size/format/length, is not black, flat or looping
+    semantic    same seed, same answer: image SSIM, text embedding similarity and length ratio
+    latency     median seconds (the server's predict_time) not slower than stable by a set ratio
+
+A verdict is `pass`, `regression` (the candidate is worse: exit 1) or `error` (the canary could not
+judge: stable failed, a target was unreachable, a case does not fit stable: exit 2).
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+
+from . import cases as case_files
+from . import sanity, schema_compat, semantic
+from . import thresholds as T
+from .targets import Prediction, TargetError, output_text, redact
+
+PASS, REGRESSION, ERROR = "pass", "regression", "error"
+ALL_CASES = "(all)"
+
+
+@dataclass
+class Row:
+    case: str
+    check: str
+    stable: str
+    candidate: str
+    verdict: str
+    detail: str = ""
+
+
+@dataclass
+class Outcome:
+    deployment: str
+    stable: str
+    candidate: str
+    cases_version: int
+    samples: int
+    rows: list[Row] = field(default_factory=list)
+
+    def add(self, case, check, stable, candidate, verdict, detail="") -> None:
+        self.rows.append(Row(case, check, redact(str(stable)), redact(str(candidate)), verdict, redact(detail)))
+
+    @property
+    def exit_code(self) -> int:
+        verdicts = {r.verdict for r in self.rows}
+        return 1 if REGRESSION in verdicts else 2 if ERROR in verdicts or not self.rows else 0
+
+    @property
+    def result(self) -> str:
+        return {0: "pass", 1: "regression", 2: "error"}[self.exit_code]
+
+    def failed(self, verdict: str = REGRESSION) -> set[tuple[str, str]]:
+        """(case, check) pairs with this verdict."""
+        return {(r.case, r.check) for r in self.rows if r.verdict == verdict}
+
+    def to_dict(self) -> dict:
+        return {**{k: v for k, v in asdict(self).items() if k != "rows"}, "result": self.result,
+                "exit_code": self.exit_code, "rows": [asdict(r) for r in self.rows]}
+
+
+def run(deployment: str, stable, candidate, *, samples: int = T.DEFAULT_SAMPLES,
+        allow_default_changes: bool = False) -> Outcome:
+    cases = case_files.load(deployment)
+    out = Outcome(deployment, str(stable), str(candidate), case_files.version(deployment), samples)
+    try:
+        s_schema, c_schema = stable.schema(), candidate.schema()
+    except TargetError as e:
+        out.add(ALL_CASES, "schema", "?", "?", ERROR, str(e))
+        return out
+    check_schemas(out, s_schema, c_schema, allow_default_changes)
+    for case in cases:
+        if problems := case_files.invalid_for(case, s_schema):
+            out.add(case.name, "schema", "rejects the case", "-", ERROR,
+                    "the case does not fit stable's schema, fix the case file: " + "; ".join(problems))
+            continue
+        if problems := case_files.invalid_for(case, c_schema):
+            out.add(case.name, "schema", "accepts", "rejects", REGRESSION, "; ".join(problems))
+        run_case(out, case, stable, candidate, samples)
+    return out
+
+
+def check_schemas(out: Outcome, s_schema: dict, c_schema: dict, allow_default_changes: bool) -> None:
+    findings = schema_compat.compare(s_schema, c_schema, allow_default_changes=allow_default_changes)
+    n_s, n_c = (len(s["components"]["schemas"]["Input"]["properties"]) for s in (s_schema, c_schema))
+    out.add(ALL_CASES, "schema", f"{n_s} inputs", f"{n_c} inputs", REGRESSION if findings else PASS,
+            "; ".join(f"{f.input}: {f.kind} ({f.detail})" for f in findings) or "backward compatible")
+
+
+def _predict(target, request: dict) -> Prediction:
+    try:
+        return target.predict(request)
+    except TargetError as e:
+        return Prediction("unreachable", error=str(e))
+
+
+def run_case(out: Outcome, case, stable, candidate, samples: int) -> None:
+    request = case.request()
+    pairs = [(_predict(stable, request), _predict(candidate, request)) for _ in range(samples)]
+    s_preds, c_preds = [p[0] for p in pairs], [p[1] for p in pairs]
+    s_ok, c_ok = [p for p in s_preds if p.ok], [p for p in c_preds if p.ok]
+
+    def tally(preds, good):
+        return f"{len(good)}/{len(preds)} succeeded"
+
+    c_bad = next((p for p in c_preds if not p.ok), None)
+    s_bad = next((p for p in s_preds if not p.ok), None)
+    if c_bad and c_bad.status == "unreachable":
+        out.add(case.name, "functional", tally(s_preds, s_ok), tally(c_preds, c_ok), ERROR, c_bad.error)
+    elif c_bad:
+        out.add(case.name, "functional", tally(s_preds, s_ok), tally(c_preds, c_ok), REGRESSION,
+                f"candidate {c_bad.status}: {c_bad.error}")
+    elif s_bad:
+        out.add(case.name, "functional", tally(s_preds, s_ok), tally(c_preds, c_ok), ERROR,
+                f"stable {s_bad.status}: {s_bad.error}")
+    else:
+        out.add(case.name, "functional", tally(s_preds, s_ok), tally(c_preds, c_ok), PASS)
+    if not (s_ok and c_ok):
+        return
+
+    try:
+        s_outputs = [read_output(stable, case, p) for p in s_ok]
+        c_outputs = [read_output(candidate, case, p) for p in c_ok]
+    except (TargetError, ValueError, OSError) as e:
+        out.add(case.name, "sanity", "?", "?", ERROR, f"cannot read an output: {e}")
+        return
+    check_sanity(out, case, s_outputs, c_outputs)
+    check_semantic(out, case, s_outputs[0], c_outputs[0])
+    check_latency(out, case, s_ok, c_ok)
+
+
+def read_output(target, case, prediction: Prediction):
+    if case.expect["kind"] == "image":
+        return target.fetch(prediction.output)
+    return output_text(prediction.output)
+
+
+def problems(case, output) -> list[str]:
+    if case.expect["kind"] == "image":
+        return sanity.image_problems(output, expected_size=case.expect.get("size"),
+                                     expected_format=case.expect.get("format"))
+    return sanity.text_problems(output, max_chars=case.expect.get("max_chars"))
+
+
+def check_sanity(out: Outcome, case, s_outputs: list, c_outputs: list) -> None:
+    s_problems = next((p for p in (problems(case, o) for o in s_outputs) if p), [])
+    c_problems = next((p for p in (problems(case, o) for o in c_outputs) if p), [])
+    shown = (", ".join(s_problems) or "ok", ", ".join(c_problems) or "ok")
+    if c_problems:
+        out.add(case.name, "sanity", *shown, REGRESSION, "candidate output: " + ", ".join(c_problems))
+    elif s_problems:
+        out.add(case.name, "sanity", *shown, ERROR, "stable's own output fails the sanity check")
+    else:
+        out.add(case.name, "sanity", *shown, PASS)
+
+
+def check_semantic(out: Outcome, case, s_output, c_output) -> None:
+    if case.expect["kind"] == "image":
+        ssim = semantic.image_ssim(s_output, c_output)
+        if ssim is None:
+            out.add(case.name, "semantic", "-", "different size", REGRESSION, "images differ in size")
+        else:
+            out.add(case.name, "semantic", "reference", f"SSIM {ssim:.3f}",
+                    PASS if ssim >= T.MIN_IMAGE_SSIM else REGRESSION, f"minimum {T.MIN_IMAGE_SSIM}")
+        return
+    similarity = semantic.text_similarity(s_output, c_output)
+    ratio = semantic.length_ratio(s_output, c_output)
+    low, high = T.TEXT_LENGTH_RATIO
+    failures = ([f"similarity {similarity:.3f} < {T.MIN_TEXT_SIMILARITY}"] if similarity < T.MIN_TEXT_SIMILARITY else []) + \
+        ([f"length ratio {ratio:.2f} outside [{low}, {high}]"] if not low <= ratio <= high else [])
+    out.add(case.name, "semantic", f"{len(s_output)} chars", f"similarity {similarity:.3f}, {len(c_output)} chars",
+            REGRESSION if failures else PASS, "; ".join(failures))
+
+
+def check_latency(out: Outcome, case, s_ok: list[Prediction], c_ok: list[Prediction]) -> None:
+    s_med = statistics.median(p.seconds for p in s_ok)
+    c_med = statistics.median(p.seconds for p in c_ok)
+    ratio = c_med / max(s_med, 1e-9)
+    slower = ratio > T.MAX_LATENCY_RATIO and c_med - s_med > T.LATENCY_NOISE_FLOOR_S
+    out.add(case.name, "latency", f"{s_med:.3f} s", f"{c_med:.3f} s (x{ratio:.2f})", REGRESSION if slower else PASS,
+            f"median of {len(s_ok)} / {len(c_ok)}; limit x{T.MAX_LATENCY_RATIO}")
