@@ -128,12 +128,19 @@ def run_case(out: Outcome, case, stable, candidate, samples: int) -> None:
 
     try:
         s_outputs = [read_output(stable, case, p) for p in s_ok]
-        c_outputs = [read_output(candidate, case, p) for p in c_ok]
     except (TargetError, ValueError, OSError) as e:
-        out.add(case.name, "sanity", "?", "?", ERROR, f"cannot read an output: {e}")
+        out.add(case.name, "sanity", "unreadable", "-", ERROR, f"cannot read stable's output: {e}")
         return
-    check_sanity(out, case, s_outputs, c_outputs)
-    check_semantic(out, case, s_outputs[0], c_outputs[0])
+    try:
+        c_outputs = [read_output(candidate, case, p) for p in c_ok]
+    except TargetError as e:
+        out.add(case.name, "sanity", "ok", "unreadable", ERROR, f"cannot fetch the candidate's output: {e}")
+        return
+    except (ValueError, OSError) as e:
+        out.add(case.name, "sanity", "ok", "unreadable", REGRESSION, f"candidate output is not a {case.expect['kind']}: {e}")
+        return
+    if check_sanity(out, case, s_outputs, c_outputs):
+        check_semantic(out, case, s_outputs[0], c_outputs[0])
     check_latency(out, case, s_ok, c_ok)
 
 
@@ -150,7 +157,8 @@ def problems(case, output) -> list[str]:
     return sanity.text_problems(output, max_chars=case.expect.get("max_chars"))
 
 
-def check_sanity(out: Outcome, case, s_outputs: list, c_outputs: list) -> None:
+def check_sanity(out: Outcome, case, s_outputs: list, c_outputs: list) -> bool:
+    """Adds the sanity row; False when an output cannot even be decoded (nothing to compare then)."""
     s_problems = next((p for p in (problems(case, o) for o in s_outputs) if p), [])
     c_problems = next((p for p in (problems(case, o) for o in c_outputs) if p), [])
     shown = (", ".join(s_problems) or "ok", ", ".join(c_problems) or "ok")
@@ -160,6 +168,8 @@ def check_sanity(out: Outcome, case, s_outputs: list, c_outputs: list) -> None:
         out.add(case.name, "sanity", *shown, ERROR, "stable's own output fails the sanity check")
     else:
         out.add(case.name, "sanity", *shown, PASS)
+    undecodable = [p for p in s_problems + c_problems if p.startswith(sanity.UNDECODABLE)]
+    return not undecodable
 
 
 def check_semantic(out: Outcome, case, s_output, c_output) -> None:

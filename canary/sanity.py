@@ -9,6 +9,8 @@ from PIL import Image, UnidentifiedImageError
 
 from . import thresholds as T
 
+UNDECODABLE = "does not decode as an image"
+
 
 def image_problems(data: bytes, *, expected_size: tuple[int, int] | None = None,
                    expected_format: str | None = None) -> list[str]:
@@ -17,7 +19,7 @@ def image_problems(data: bytes, *, expected_size: tuple[int, int] | None = None,
         img = Image.open(io.BytesIO(data))
         img.load()
     except (UnidentifiedImageError, OSError) as e:
-        return [f"does not decode as an image ({e.__class__.__name__})"]
+        return [f"{UNDECODABLE} ({e.__class__.__name__})"]
     problems = []
     if expected_format and img.format != expected_format:
         problems.append(f"format {img.format}, expected {expected_format}")

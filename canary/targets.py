@@ -74,7 +74,11 @@ def output_bytes(output, fetch=requests.get) -> bytes:
 
 def output_text(output) -> str:
     """Streamed text arrives as a list of pieces; a plain string stays as it is."""
-    return "".join(output) if isinstance(output, list) else (output or "")
+    if isinstance(output, list) and all(isinstance(x, str) for x in output):
+        return "".join(output)
+    if isinstance(output, str):
+        return output
+    raise ValueError(f"expected text, got {type(output).__name__}")
 
 
 class CogTarget:

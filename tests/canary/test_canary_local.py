@@ -11,6 +11,7 @@ import pytest
 
 from canary.__main__ import main
 from canary.runner import run
+from shared.catalog import DEPLOYMENTS
 
 # plant -> (checks that must flag it, checks that may also flag it as a consequence)
 IMAGE = "flux-lora-txt2img"
@@ -53,6 +54,15 @@ def test_an_identical_candidate_passes_five_runs_out_of_five(deployment, stable,
         checks = {row["check"] for row in r["rows"]}
         assert checks == {"schema", "functional", "sanity", "semantic", "latency"}, checks
     assert "| case | check | stable | candidate | verdict |" in printed
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("deployment", sorted(DEPLOYMENTS))
+def test_every_deployments_cases_pass_against_its_own_server(deployment, stable):
+    # Each case file end to end: inputs accepted, outputs of the expected size/format/length and sane.
+    url = stable(deployment).url
+    outcome = run(deployment, _cog(url), _cog(url), samples=1)
+    assert outcome.exit_code == 0, [r for r in outcome.rows if r.verdict != "pass"]
 
 
 @pytest.mark.integration

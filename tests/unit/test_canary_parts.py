@@ -115,3 +115,51 @@ def test_report_rows_escape_table_syntax_and_the_token_is_redacted(monkeypatch):
     md = report.markdown(out)
     assert "error \\| with pipe and *** inside" in md and "r8_secret" not in md
     assert len(md.splitlines()) == 7  # headline, blank, targets, blank, header, rule, one row
+
+
+class _Target:
+    """An in-memory target: a fixed schema and a fixed answer (the tier-3 tests use real Cog servers)."""
+
+    kind = "memory"
+
+    def __init__(self, output, schema_of="flux-lora-txt2img"):
+        from shared.schema import committed
+
+        self.output, self.openapi = output, committed(schema_of)
+
+    def schema(self):
+        return self.openapi
+
+    def predict(self, inputs):
+        from canary.targets import Prediction
+
+        return Prediction("succeeded", self.output, predict_time=0.1)
+
+    def fetch(self, output):
+        from canary.targets import output_bytes
+
+        return output_bytes(output)
+
+
+def _image_uri(size, fmt="PNG"):
+    import base64
+
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(buffer, format=fmt)
+    return f"data:image/{fmt.lower()};base64,{base64.b64encode(buffer.getvalue()).decode()}"
+
+
+@pytest.mark.parametrize("bad_output,check", [
+    ("data:image/png;base64,bm90IGFuIGltYWdl", "sanity"),  # bytes that are not an image
+    (["some", "text"], "sanity"),                          # text where an image was due
+    ({"unexpected": 1}, "sanity"),
+])
+def test_an_unreadable_candidate_output_is_a_regression_not_a_crash(bad_output, check, monkeypatch):
+    from canary import cases
+
+    case = next(c for c in cases.load("flux-lora-txt2img") if c.name == "trigger")
+    monkeypatch.setattr(cases, "load", lambda deployment: [case])
+    outcome = runner.run("flux-lora-txt2img", _Target(_image_uri((512, 512))), _Target(bad_output), samples=1)
+    assert outcome.exit_code == 1 and ("trigger", check) in outcome.failed(), outcome.rows
+    assert ("trigger", "semantic") not in outcome.failed("pass")
