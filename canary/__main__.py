@@ -23,7 +23,7 @@ from shared.catalog import DEPLOYMENTS, REPLICATE_OWNER, REPO_ROOT
 from . import cases as case_files
 from . import pins, report, runner
 from . import thresholds as T
-from .targets import TOKEN_ENV, ReplicateTarget, TargetError, parse, redact, replicate_client
+from .targets import TOKEN_ENV, ReplicateTarget, TargetError, call, parse, redact, replicate_client
 
 
 def serves(target, schema: dict | None = None) -> str | None:
@@ -117,9 +117,8 @@ def promote(argv: list[str]) -> int:
         raise ValueError(why)
     if args.update_replicate_deployment:
         owner, name = DEPLOYMENTS[args.deployment].replicate_model.split("/")
-        target = ReplicateTarget(f"deployment:{owner}/{name}", client=replicate_client())
-        target.call("update deployment", target.client.deployments.update, owner, name,
-                    version=args.candidate.rsplit(":", 1)[1])
+        call(f"deployment:{owner}/{name}", "update deployment", replicate_client().deployments.update, owner, name,
+             version=args.candidate.rsplit(":", 1)[1])
         print(f"Replicate deployment {owner}/{name} now serves {args.candidate}")
     pins.pin(args.deployment, args.candidate)
     print(f"canary/pins.json: {args.deployment} stable = {args.candidate}")
@@ -131,8 +130,7 @@ def latest(argv: list[str]) -> int:
     p.add_argument("--deployment", choices=list(DEPLOYMENTS), required=True)
     args = p.parse_args(argv)
     model = DEPLOYMENTS[args.deployment].replicate_model
-    target = ReplicateTarget(f"deployment:{model}", client=replicate_client())
-    found = target.call("get model", target.client.models.get, model)
+    found = call(model, "get model", replicate_client().models.get, model)
     if found.latest_version is None:
         raise LookupError(f"{model} has no version yet: push one with `cog push r8.im/{model}`")
     print(f"{model}:{found.latest_version.id}")

@@ -45,6 +45,8 @@ class Outcome:
     cases_version: int
     samples: int
     rows: list[Row] = field(default_factory=list)
+    # (case, side) -> the first output that side returned (image bytes or text): kept beside the report
+    outputs: dict[tuple[str, str], bytes | str] = field(default_factory=dict, repr=False)
 
     def add(self, case, check, stable, candidate, verdict, detail="") -> None:
         self.rows.append(Row(case, check, redact(str(stable)), redact(str(candidate)), verdict, redact(detail)))
@@ -63,7 +65,7 @@ class Outcome:
         return {(r.case, r.check) for r in self.rows if r.verdict == verdict}
 
     def to_dict(self) -> dict:
-        return {**{k: v for k, v in asdict(self).items() if k != "rows"}, "result": self.result,
+        return {**{k: v for k, v in asdict(self).items() if k not in ("rows", "outputs")}, "result": self.result,
                 "exit_code": self.exit_code, "rows": [asdict(r) for r in self.rows]}
 
 
@@ -139,6 +141,7 @@ def run_case(out: Outcome, case, stable, candidate, samples: int) -> None:
     except (ValueError, OSError) as e:
         out.add(case.name, "sanity", "ok", "unreadable", REGRESSION, f"candidate output is not a {case.expect['kind']}: {e}")
         return
+    out.outputs[case.name, "stable"], out.outputs[case.name, "candidate"] = s_outputs[0], c_outputs[0]
     if check_sanity(out, case, s_outputs, c_outputs):
         check_semantic(out, case, s_outputs[0], c_outputs[0])
     check_latency(out, case, s_ok, c_ok)

@@ -143,6 +143,31 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, (httpx.TransportError, requests.ConnectionError, requests.Timeout))
 
 
+def retrying(attempts: int = 6, backoff: float = 1.0) -> tenacity.Retrying:
+    """Retry transient failures, waiting backoff, 2*backoff, 4*backoff ... seconds (at most 60)."""
+    return tenacity.Retrying(retry=tenacity.retry_if_exception(is_transient),
+                             wait=tenacity.wait_exponential(multiplier=backoff, max=60),
+                             stop=tenacity.stop_after_attempt(attempts), reraise=True)
+
+
+def api_error(ref: str, what: str, e: Exception) -> TargetError:
+    """A failed Replicate call as one line: which target, which call, which status, transient or not."""
+    from replicate.exceptions import ReplicateException
+
+    if isinstance(e, ReplicateException):
+        kind = "transient, gave up after retries" if is_transient(e) else "permanent"
+        return TargetError(redact(f"{ref}: {what}: HTTP {getattr(e, 'status', None)} ({kind}): {e}"))
+    return TargetError(redact(f"{ref}: {what}: {e.__class__.__name__}: {e}"))  # network, after retries
+
+
+def call(ref: str, what: str, fn, *args, retry: tenacity.Retrying | None = None, **kwargs):
+    """fn(*args, **kwargs) retried on transient errors; any failure becomes a TargetError naming `what`."""
+    try:
+        return (retry or retrying())(fn, *args, **kwargs)
+    except Exception as e:
+        raise api_error(ref, what, e) from None
+
+
 class ReplicateTarget:
     """A Replicate model version (`owner/model:version`) or deployment (`deployment:owner/name`)."""
 
@@ -158,12 +183,7 @@ class ReplicateTarget:
         self.deployment = deployment["deployment"] if deployment else None
         self._client = client
         self.timeout = timeout
-        self._retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(is_transient),
-            wait=tenacity.wait_exponential(multiplier=backoff, max=60),
-            stop=tenacity.stop_after_attempt(attempts),
-            reraise=True,
-        )
+        self._retrying = retrying(attempts, backoff)
 
     def __str__(self) -> str:
         return self.ref
@@ -175,19 +195,7 @@ class ReplicateTarget:
         return self._client
 
     def call(self, what: str, fn, *args, **kwargs):
-        """fn(*args, **kwargs) with retries on transient errors; a TargetError naming `what` otherwise."""
-        try:
-            return self._retrying(fn, *args, **kwargs)
-        except Exception as e:
-            raise self._error(what, e) from None
-
-    def _error(self, what: str, e: Exception) -> TargetError:
-        from replicate.exceptions import ReplicateException
-
-        if isinstance(e, ReplicateException):
-            kind = "transient, gave up after retries" if is_transient(e) else "permanent"
-            return TargetError(redact(f"{self.ref}: {what}: HTTP {getattr(e, 'status', None)} ({kind}): {e}"))
-        return TargetError(redact(f"{self.ref}: {what}: {e.__class__.__name__}: {e}"))  # network, after retries
+        return call(self.ref, what, fn, *args, retry=self._retrying, **kwargs)
 
     def resolve(self) -> tuple[str, str]:
         """(model, version) this target serves now: a deployment's current release."""
@@ -214,9 +222,9 @@ class ReplicateTarget:
         except ReplicateError as e:
             if e.status == 422:  # the version's schema refused the input
                 return Prediction("rejected", error=redact(e.detail or str(e)), wall_time=time.perf_counter() - started)
-            raise self._error("create prediction", e) from None
+            raise api_error(self.ref, "create prediction", e) from None
         except Exception as e:
-            raise self._error("create prediction", e) from None
+            raise api_error(self.ref, "create prediction", e) from None
         deadline = time.monotonic() + self.timeout
         while prediction.status not in TERMINAL:
             if time.monotonic() > deadline:

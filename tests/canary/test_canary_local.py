@@ -54,6 +54,11 @@ def test_an_identical_candidate_passes_five_runs_out_of_five(deployment, stable,
         checks = {row["check"] for row in r["rows"]}
         assert checks == {"schema", "functional", "sanity", "semantic", "latency"}, checks
     assert "| case | check | stable | candidate | verdict |" in printed
+    kept = reports[0]["outputs"]
+    assert set(kept) == {f"{case}/{side}" for case in {r["case"] for r in reports[0]["rows"]} - {"(all)"}
+                         for side in ("stable", "candidate")}
+    first = next(iter({k.split("/")[0] for k in kept}))
+    assert (tmp_path / "0" / kept[f"{first}/stable"]).read_bytes() == (tmp_path / "0" / kept[f"{first}/candidate"]).read_bytes()
 
 
 @pytest.mark.integration

@@ -9,6 +9,7 @@ import json
 import os
 
 import pytest
+from PIL import Image
 
 from canary import pins
 from canary.__main__ import main
@@ -32,7 +33,7 @@ def fake(monkeypatch):
 
 def _printed_and_written(capsys, folder) -> str:
     out = capsys.readouterr()
-    return out.out + out.err + "".join(p.read_text() for p in folder.glob("*") if p.is_file())
+    return out.out + out.err + "".join(p.read_bytes().decode(errors="replace") for p in folder.rglob("*") if p.is_file())
 
 
 @pytest.mark.integration
@@ -63,6 +64,10 @@ def test_a_regression_behind_replicate_is_caught(fake, stable, variants, tmp_pat
     report = json.loads(next(tmp_path.glob("*.json")).read_text())
     assert code == 1 and report["result"] == "regression"
     assert {r["check"] for r in report["rows"] if r["verdict"] == "regression"} >= {"sanity", "semantic"}
+    # what each side returned is kept beside the report: the candidate's image really is black
+    with Image.open(tmp_path / report["outputs"]["trigger/candidate"]) as black, \
+            Image.open(tmp_path / report["outputs"]["trigger/stable"]) as reference:
+        assert black.getextrema() == ((0, 0), (0, 0), (0, 0)) and reference.getextrema() != black.getextrema()
 
 
 def test_a_missing_token_is_a_clear_error(monkeypatch, capsys):
