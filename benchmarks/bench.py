@@ -4,6 +4,7 @@
     python benchmarks/bench.py flux-sizes          # FLUX img2img at several sizes: compile per size vs dynamic
     python benchmarks/bench.py text smollm3-3b     # decode tokens/s: HF generate bf16 eager vs the deployment
     python benchmarks/bench.py text gemma3-4b-it
+    python benchmarks/bench.py canary              # the canary between GPU servers: identical and compile=off candidates
 
 Weights are `synthetic` (full-size architecture, random weights): with the number of new tokens forced
 and fixed step counts, the cost is the real cost. Each run writes benchmarks/results/<date>-<what>-<gpu>.json
@@ -239,6 +240,49 @@ def bench_text(args) -> dict:
     }
 
 
+def bench_canary(args) -> dict:
+    """The canary between real GPU servers of one deployment (its default, compiled, path as stable).
+
+    An identical candidate must pass: two processes, each compiling its own kernels, must not differ
+    enough to raise a false alarm. A compile=off candidate changes only numerics and speed: what do
+    the semantic and latency checks make of that?
+    """
+    from canary import report, runner
+    from canary.targets import CogTarget
+    from shared.cogserver import CogServer
+
+    folder = Path(os.environ.get("OUT") or ROOT / "outputs") / "canary-gpu"
+    logs = folder / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+
+    def server(name: str, **env) -> CogServer:
+        return CogServer(args.deployment, env={"WEIGHT_PROFILE": os.environ["WEIGHT_PROFILE"], **env}, setup_timeout=900,
+                         log_path=logs / f"{name}.log")
+
+    def judged(outcome) -> dict:
+        report.write(outcome, folder)
+        return {"result": outcome.result, "rows": [vars(r) for r in outcome.rows]}
+
+    candidates = {}
+    stable, twin = server("stable"), server("identical")
+    started = time.perf_counter()
+    for s in (stable.launch(), twin.launch()):  # both set up (and compile) at once
+        s.wait_ready()
+    setup_s = round(time.perf_counter() - started, 1)
+    try:
+        candidates["identical"] = judged(runner.run(args.deployment, CogTarget(stable.url), CogTarget(twin.url),
+                                                    samples=args.samples))
+        twin.stop()
+        with server("compile_off", OPTIMIZE="compile=off") as eager:
+            candidates["compile_off"] = judged(runner.run(args.deployment, CogTarget(stable.url), CogTarget(eager.url),
+                                                          samples=args.samples))
+    finally:
+        twin.stop()
+        stable.stop()
+    return {"deployment": args.deployment, "samples": args.samples, "setup_s_two_servers_at_once": setup_s,
+            "candidates": candidates}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -257,14 +301,24 @@ def main() -> int:
     t.add_argument("deployment")
     t.add_argument("--tokens", type=int, default=128)
     t.add_argument("--repeats", type=int, default=3)
+    c = sub.add_parser("canary")
+    c.add_argument("--deployment", default="flux-lora-txt2img")
+    c.add_argument("--samples", type=int, default=3)
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("benchmarks need a CUDA GPU (see docs/benchmarks.md)", file=sys.stderr)
         return 2
     variant = variant_name()  # before the run: benchmarks set OPTIMIZE for their own baselines
-    result = {"flux": bench_flux, "flux-sizes": bench_flux_sizes, "text": bench_text}[args.what](args)
-    label = args.deployment if args.what == "text" else args.what
+    result = {"flux": bench_flux, "flux-sizes": bench_flux_sizes, "text": bench_text, "canary": bench_canary}[args.what](args)
+    label = {"text": args.deployment, "canary": f"canary-{getattr(args, 'deployment', '')}"}.get(args.what, args.what)
     path = write(label, variant, result)
+    if args.what == "canary":
+        for name, judged in result["candidates"].items():
+            figures = [f"{r['case']} {r['check']} {r['value']:.3f} {r['verdict']}"
+                       for r in judged["rows"] if r["value"] is not None]
+            print(f"\n{label}: {name} candidate: {judged['result'].upper()}: " + "; ".join(figures))
+        print(f"-> {path}")
+        return 0
     b, o = result["baseline"], result["optimized"]
     key = "tokens_per_s" if args.what == "text" else "median_s"
     print(f"\n{label}: baseline {b['name']}: {b[key]} {key}, peak {b['peak_gpu_gb']} GB | "

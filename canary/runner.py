@@ -35,6 +35,7 @@ class Row:
     candidate: str
     verdict: str
     detail: str = ""
+    value: float | None = None  # the measured figure the verdict rests on (SSIM, similarity, latency ratio)
 
 
 @dataclass
@@ -48,8 +49,8 @@ class Outcome:
     # (case, side) -> the first output that side returned (image bytes or text): kept beside the report
     outputs: dict[tuple[str, str], bytes | str] = field(default_factory=dict, repr=False)
 
-    def add(self, case, check, stable, candidate, verdict, detail="") -> None:
-        self.rows.append(Row(case, check, redact(str(stable)), redact(str(candidate)), verdict, redact(detail)))
+    def add(self, case, check, stable, candidate, verdict, detail="", value=None) -> None:
+        self.rows.append(Row(case, check, redact(str(stable)), redact(str(candidate)), verdict, redact(detail), value))
 
     @property
     def exit_code(self) -> int:
@@ -182,7 +183,7 @@ def check_semantic(out: Outcome, case, s_output, c_output) -> None:
             out.add(case.name, "semantic", "-", "different size", REGRESSION, "images differ in size")
         else:
             out.add(case.name, "semantic", "reference", f"SSIM {ssim:.3f}",
-                    PASS if ssim >= T.MIN_IMAGE_SSIM else REGRESSION, f"minimum {T.MIN_IMAGE_SSIM}")
+                    PASS if ssim >= T.MIN_IMAGE_SSIM else REGRESSION, f"minimum {T.MIN_IMAGE_SSIM}", ssim)
         return
     similarity = semantic.text_similarity(s_output, c_output)
     ratio = semantic.length_ratio(s_output, c_output)
@@ -190,7 +191,7 @@ def check_semantic(out: Outcome, case, s_output, c_output) -> None:
     failures = ([f"similarity {similarity:.3f} < {T.MIN_TEXT_SIMILARITY}"] if similarity < T.MIN_TEXT_SIMILARITY else []) + \
         ([f"length ratio {ratio:.2f} outside [{low}, {high}]"] if not low <= ratio <= high else [])
     out.add(case.name, "semantic", f"{len(s_output)} chars", f"similarity {similarity:.3f}, {len(c_output)} chars",
-            REGRESSION if failures else PASS, "; ".join(failures))
+            REGRESSION if failures else PASS, "; ".join(failures), similarity)
 
 
 def check_latency(out: Outcome, case, s_ok: list[Prediction], c_ok: list[Prediction]) -> None:
@@ -199,4 +200,4 @@ def check_latency(out: Outcome, case, s_ok: list[Prediction], c_ok: list[Predict
     ratio = c_med / max(s_med, 1e-9)
     slower = ratio > T.MAX_LATENCY_RATIO and c_med - s_med > T.LATENCY_NOISE_FLOOR_S
     out.add(case.name, "latency", f"{s_med:.3f} s", f"{c_med:.3f} s (x{ratio:.2f})", REGRESSION if slower else PASS,
-            f"median of {len(s_ok)} / {len(c_ok)}; limit x{T.MAX_LATENCY_RATIO}")
+            f"median of {len(s_ok)} / {len(c_ok)}; limit x{T.MAX_LATENCY_RATIO}", ratio)

@@ -66,13 +66,18 @@ class CogServer:
         return env
 
     def start(self) -> "CogServer":
+        self.launch()
+        self.wait_ready()
+        return self
+
+    def launch(self) -> "CogServer":
+        """Start the process without waiting for setup (several servers can then set up at once)."""
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1"],
             cwd=self.folder, env=self.environment(), stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self.wait_ready()
         return self
 
     def wait_ready(self) -> None:
