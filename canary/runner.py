@@ -200,4 +200,8 @@ def check_latency(out: Outcome, case, s_ok: list[Prediction], c_ok: list[Predict
     ratio = c_med / max(s_med, 1e-9)
     slower = ratio > T.MAX_LATENCY_RATIO and c_med - s_med > T.LATENCY_NOISE_FLOOR_S
     out.add(case.name, "latency", f"{s_med:.3f} s", f"{c_med:.3f} s (x{ratio:.2f})", REGRESSION if slower else PASS,
-            f"median of {len(s_ok)} / {len(c_ok)}; limit x{T.MAX_LATENCY_RATIO}", ratio)
+            f"limit x{T.MAX_LATENCY_RATIO}; seconds: stable {_list(s_ok)}, candidate {_list(c_ok)}", ratio)
+
+
+def _list(predictions: list[Prediction]) -> str:
+    return " ".join(f"{p.seconds:.3f}" for p in predictions)
