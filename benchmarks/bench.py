@@ -310,7 +310,8 @@ def main() -> int:
         return 2
     variant = variant_name()  # before the run: benchmarks set OPTIMIZE for their own baselines
     result = {"flux": bench_flux, "flux-sizes": bench_flux_sizes, "text": bench_text, "canary": bench_canary}[args.what](args)
-    label = {"text": args.deployment, "canary": f"canary-{getattr(args, 'deployment', '')}"}.get(args.what, args.what)
+    label = {"text": getattr(args, "deployment", ""),
+             "canary": f"canary-{getattr(args, 'deployment', '')}-{getattr(args, 'samples', 0)}samples"}.get(args.what, args.what)
     path = write(label, variant, result)
     if args.what == "canary":
         for name, judged in result["candidates"].items():
