@@ -1,6 +1,6 @@
 # Cog-packaged, optimized model deployments. `make help` lists the targets.
 #   make demo                      every deployment, real Cog server, tiny weights, outputs/ (sets itself up)
-#   make test                      unit + integration tests on CPU (sets itself up)
+#   make test                      unit, integration and canary tests on CPU (sets itself up)
 #   make lint                      ruff (rules in pyproject.toml)
 #   make predict D=<deployment> I='prompt="a red fox" trigger_word=Anime'
 #   make serve D=<deployment>      the Cog server on http://127.0.0.1:5000 (POST /predictions)

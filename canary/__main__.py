@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def check(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m canary", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m canary", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--candidate", required=True, help="Cog URL, owner/model:version or deployment:owner/name")
     p.add_argument("--stable", help="same forms; default: the deployment's pin in canary/pins.json")
     p.add_argument("--deployment", choices=list(DEPLOYMENTS), help="default: what the candidate says it serves")

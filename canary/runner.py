@@ -111,21 +111,17 @@ def run_case(out: Outcome, case, stable, candidate, samples: int) -> None:
     s_preds, c_preds = [p[0] for p in pairs], [p[1] for p in pairs]
     s_ok, c_ok = [p for p in s_preds if p.ok], [p for p in c_preds if p.ok]
 
-    def tally(preds, good):
-        return f"{len(good)}/{len(preds)} succeeded"
-
+    counts = (f"{len(s_ok)}/{samples} succeeded", f"{len(c_ok)}/{samples} succeeded")
     c_bad = next((p for p in c_preds if not p.ok), None)
     s_bad = next((p for p in s_preds if not p.ok), None)
     if c_bad and c_bad.status == "unreachable":
-        out.add(case.name, "functional", tally(s_preds, s_ok), tally(c_preds, c_ok), ERROR, c_bad.error)
+        out.add(case.name, "functional", *counts, ERROR, c_bad.error)
     elif c_bad:
-        out.add(case.name, "functional", tally(s_preds, s_ok), tally(c_preds, c_ok), REGRESSION,
-                f"candidate {c_bad.status}: {c_bad.error}")
+        out.add(case.name, "functional", *counts, REGRESSION, f"candidate {c_bad.status}: {c_bad.error}")
     elif s_bad:
-        out.add(case.name, "functional", tally(s_preds, s_ok), tally(c_preds, c_ok), ERROR,
-                f"stable {s_bad.status}: {s_bad.error}")
+        out.add(case.name, "functional", *counts, ERROR, f"stable {s_bad.status}: {s_bad.error}")
     else:
-        out.add(case.name, "functional", tally(s_preds, s_ok), tally(c_preds, c_ok), PASS)
+        out.add(case.name, "functional", *counts, PASS)
     if not (s_ok and c_ok):
         return
 
