@@ -13,7 +13,6 @@ leaving this module passes through `redact`.
 
 from __future__ import annotations
 
-import base64
 import functools
 import os
 import re
@@ -25,7 +24,7 @@ from urllib.parse import urlparse
 import requests
 import tenacity
 
-from shared.cogserver import post_prediction
+from shared.cogserver import from_data_uri, post_prediction
 
 TOKEN_ENV = "REPLICATE_API_TOKEN"
 VERSION_REF = re.compile(r"^(?P<model>[\w.-]+/[\w.-]+):(?P<version>[0-9a-zA-Z]+)$")
@@ -66,7 +65,7 @@ def output_bytes(output, fetch=requests.get) -> bytes:
     if not isinstance(output, str):
         raise ValueError(f"expected a file output, got {type(output).__name__}")
     if output.startswith("data:"):
-        return base64.b64decode(output.partition(",")[2])
+        return from_data_uri(output)[1]
     response = fetch(output, timeout=120)
     response.raise_for_status()
     return response.content

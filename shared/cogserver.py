@@ -162,9 +162,18 @@ def post_prediction(url: str, inputs: dict, *, timeout: float, busy_wait: float 
 
 # -- files in and out -----------------------------------------------------------------------------
 
+def data_uri(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
 def to_data_uri(path: Path) -> str:
-    mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
+    return data_uri(path.read_bytes(), mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+
+
+def from_data_uri(uri: str) -> tuple[str, bytes]:
+    """(mime type, bytes) of a data URI: how Cog returns file outputs when no upload URL is set."""
+    header, _, payload = uri.partition(",")
+    return header[5:].split(";")[0], base64.b64decode(payload)
 
 
 def parse_inputs(pairs: list[str]) -> dict:
@@ -204,10 +213,10 @@ def save_outputs(deployment: str, response: dict, folder: Path = OUTPUTS) -> lis
     written = []
     output = response.get("output")
     if isinstance(output, str) and output.startswith("data:"):
-        header, _, payload = output.partition(",")
-        ext = mimetypes.guess_extension(header[5:].split(";")[0]) or ".bin"
+        mime, data = from_data_uri(output)
+        ext = mimetypes.guess_extension(mime) or ".bin"
         path = out / f"{stem}{'.jpg' if ext == '.jpeg' else ext}"
-        path.write_bytes(base64.b64decode(payload))
+        path.write_bytes(data)
         written.append(path)
     elif isinstance(output, list) and all(isinstance(x, str) for x in output):
         path = out / f"{stem}.txt"

@@ -22,6 +22,18 @@ def load_runner(deployment: str):
     return module.Runner()
 
 
+def png_bytes(array) -> bytes:
+    """An array of pixels (0-255) encoded as PNG: the bytes an image output arrives as."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 @pytest.fixture(scope="session")
 def runners():
     """Set-up Runner instances on tiny weights, built once per session and shared."""

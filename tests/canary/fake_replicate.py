@@ -8,7 +8,6 @@ and `fail_next` makes the next requests answer 503 so retries can be tested.
 
 from __future__ import annotations
 
-import base64
 import itertools
 import json
 import re
@@ -18,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
 
-from shared.cogserver import post_prediction
+from shared.cogserver import from_data_uri, post_prediction
 
 
 def _now() -> str:
@@ -119,9 +118,8 @@ class FakeReplicate:
     def _files(self, pid: str, output):
         """Data URIs become file URLs on this server, as Replicate serves outputs."""
         if isinstance(output, str) and output.startswith("data:"):
-            header, _, payload = output.partition(",")
             key = f"{pid}/output"
-            self.files[key] = (header[5:].split(";")[0], base64.b64decode(payload))
+            self.files[key] = from_data_uri(output)
             return f"{self.url}/v1/files/{key}"
         return output
 

@@ -1,21 +1,19 @@
-import base64
 import io
 
 import pytest
 from PIL import Image
 
-from shared.cogserver import to_data_uri
+from shared.cogserver import from_data_uri, to_data_uri
 from shared.catalog import EXAMPLES
 
 
-def decode_image(data_uri: str) -> Image.Image:
-    header, _, payload = data_uri.partition(",")
-    assert header.startswith("data:image/"), header[:40]
-    return Image.open(io.BytesIO(base64.b64decode(payload)))
+def decode_image(uri: str) -> Image.Image:
+    assert uri.startswith("data:image/"), uri[:40]
+    return Image.open(io.BytesIO(from_data_uri(uri)[1]))
 
 
-def raw_bytes(data_uri: str) -> bytes:
-    return base64.b64decode(data_uri.partition(",")[2])
+def raw_bytes(uri: str) -> bytes:
+    return from_data_uri(uri)[1]
 
 
 @pytest.fixture(scope="session")

@@ -5,11 +5,11 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from canary import schema_compat, sanity
 from shared import schema
 from shared.catalog import DEPLOYMENTS
+from tests.conftest import png_bytes
 
 
 _schema = schema.committed
@@ -64,12 +64,6 @@ def test_a_new_optional_input_is_compatible():
 
 # -- output sanity -------------------------------------------------------------------------------
 
-def _png(array) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(buf, "PNG")
-    return buf.getvalue()
-
-
 def test_a_real_generated_image_is_sane(runners):
     flux = runners("flux-lora-txt2img")
     route = flux.router.route("Anime")
@@ -81,11 +75,11 @@ def test_a_real_generated_image_is_sane(runners):
 
 @pytest.mark.parametrize("array,problem", [(np.zeros((64, 64, 3)), "black"), (np.full((64, 64, 3), 180), "uniform")])
 def test_black_and_uniform_images_are_caught(array, problem):
-    assert any(p.startswith(problem) for p in sanity.image_problems(_png(array)))
+    assert any(p.startswith(problem) for p in sanity.image_problems(png_bytes(array)))
 
 
 def test_wrong_size_format_and_garbage_are_caught():
-    noisy = _png(np.random.default_rng(0).integers(0, 255, (64, 96, 3)))
+    noisy = png_bytes(np.random.default_rng(0).integers(0, 255, (64, 96, 3)))
     problems = sanity.image_problems(noisy, expected_size=(64, 64), expected_format="JPEG")
     assert any("size 96x64" in p for p in problems) and any("format PNG" in p for p in problems)
     assert sanity.image_problems(b"not an image")[0].startswith("does not decode")

@@ -1,18 +1,18 @@
 """Canary parts on their own: pins, target parsing, retry policy, semantic metrics, verdict logic, report."""
 
-import io
 import json
 
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
 from replicate.exceptions import ReplicateError
 
 from canary import pins, report, runner, sanity, semantic
 from canary import thresholds as T
 from canary.targets import CogTarget, ReplicateTarget, TargetError, is_transient, parse
 from shared.catalog import DEPLOYMENTS
+from shared.cogserver import data_uri
+from tests.conftest import png_bytes
 
 
 def test_one_pin_per_deployment_and_each_pin_is_a_version_of_its_own_model():
@@ -68,12 +68,6 @@ def test_text_similarity_separates_a_paraphrase_from_an_unrelated_answer():
     assert semantic.text_similarity(a, unrelated) < T.MIN_TEXT_SIMILARITY
 
 
-def _png(array) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array.astype(np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def test_ssim_accepts_numerical_noise_and_rejects_another_image():
     rng = np.random.default_rng(0)
     y, x = np.mgrid[0:128, 0:128]
@@ -81,10 +75,10 @@ def test_ssim_accepts_numerical_noise_and_rejects_another_image():
     scene = scene.clip(0, 255)
     jitter = (scene + rng.normal(0, 2, scene.shape)).clip(0, 255)  # a new kernel's rounding
     other = rng.uniform(0, 255, scene.shape)
-    assert semantic.image_ssim(_png(scene), _png(scene)) == pytest.approx(1.0)
-    assert semantic.image_ssim(_png(scene), _png(jitter)) >= T.MIN_IMAGE_SSIM
-    assert semantic.image_ssim(_png(scene), _png(other)) < T.MIN_IMAGE_SSIM
-    assert semantic.image_ssim(_png(scene), _png(scene[:64])) is None
+    assert semantic.image_ssim(png_bytes(scene), png_bytes(scene)) == pytest.approx(1.0)
+    assert semantic.image_ssim(png_bytes(scene), png_bytes(jitter)) >= T.MIN_IMAGE_SSIM
+    assert semantic.image_ssim(png_bytes(scene), png_bytes(other)) < T.MIN_IMAGE_SSIM
+    assert semantic.image_ssim(png_bytes(scene), png_bytes(scene[:64])) is None
 
 
 def test_a_loop_without_spaces_is_degenerate_and_varied_glued_text_is_not():
@@ -141,13 +135,9 @@ class _Target:
         return output_bytes(output)
 
 
-def _image_uri(size, fmt="PNG"):
-    import base64
-
-    rng = np.random.default_rng(0)
-    buffer = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(buffer, format=fmt)
-    return f"data:image/{fmt.lower()};base64,{base64.b64encode(buffer.getvalue()).decode()}"
+def _image_uri(size):
+    noise = np.random.default_rng(0).integers(0, 255, (size[1], size[0], 3))
+    return data_uri(png_bytes(noise), "image/png")
 
 
 @pytest.mark.parametrize("bad_output,check", [
