@@ -26,13 +26,13 @@ from . import thresholds as T
 from .targets import TOKEN_ENV, ReplicateTarget, TargetError, call, parse, redact, replicate_client
 
 
-def serves(target, schema: dict | None = None) -> str | None:
+def serves(target) -> str | None:
     """The deployment a target says it is: its schema's x-deployment, or its Replicate model's name."""
     if isinstance(target, ReplicateTarget):
-        model = target.model or target.resolve()[0]
+        model = target.model or target.release[0]
         owner, _, name = model.partition("/")
         return name if owner == REPLICATE_OWNER else model
-    return (schema or target.schema()).get("info", {}).get("x-deployment")
+    return target.schema().get("info", {}).get("x-deployment")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -168,8 +168,7 @@ def check_sanity(out: Outcome, case, s_outputs: list, c_outputs: list) -> bool:
         out.add(case.name, "sanity", *shown, ERROR, "stable's own output fails the sanity check")
     else:
         out.add(case.name, "sanity", *shown, PASS)
-    undecodable = [p for p in s_problems + c_problems if p.startswith(sanity.UNDECODABLE)]
-    return not undecodable
+    return not any(p.startswith(sanity.UNDECODABLE) for p in s_problems + c_problems)
 
 
 def check_semantic(out: Outcome, case, s_output, c_output) -> None:

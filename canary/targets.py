@@ -92,13 +92,18 @@ class CogTarget:
     def __str__(self) -> str:
         return self.url
 
-    def schema(self) -> dict:
+    @functools.cached_property
+    def _schema(self) -> dict:
         try:
             r = requests.get(f"{self.url}/openapi.json", timeout=30)
             r.raise_for_status()
         except requests.RequestException as e:
             raise TargetError(f"{self.url}: cannot read /openapi.json: {e}") from None
         return r.json()
+
+    def schema(self) -> dict:
+        """The input schema, read once: one run judges one server."""
+        return self._schema
 
     def predict(self, inputs: dict) -> Prediction:
         started = time.perf_counter()
@@ -120,7 +125,7 @@ class CogTarget:
         return output_bytes(output)
 
 
-def replicate_client(base_url: str | None = None):
+def replicate_client():
     """The official client, with the token from the environment; a clear error when it is missing."""
     import replicate
 
@@ -129,7 +134,7 @@ def replicate_client(base_url: str | None = None):
         raise TargetError(f"{TOKEN_ENV} is not set: Replicate targets need an API token "
                           "(https://replicate.com/account/api-tokens; in CI a repository secret). "
                           "A Cog URL (http://...) needs none.")
-    return replicate.Client(api_token=token, base_url=base_url or os.environ.get("REPLICATE_BASE_URL"))
+    return replicate.Client(api_token=token, base_url=os.environ.get("REPLICATE_BASE_URL"))
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -196,8 +201,10 @@ class ReplicateTarget:
     def call(self, what: str, fn, *args, **kwargs):
         return call(self.ref, what, fn, *args, retry=self._retrying, **kwargs)
 
-    def resolve(self) -> tuple[str, str]:
-        """(model, version) this target serves now: a deployment's current release."""
+    @functools.cached_property
+    def release(self) -> tuple[str, str]:
+        """(model, version) this target serves: a deployment's release, read once, so that one run
+        judges one version even if the deployment moves meanwhile."""
         if self.deployment:
             release = self.call("get deployment", self.client.deployments.get, self.deployment).current_release
             if release is None:
@@ -205,10 +212,14 @@ class ReplicateTarget:
             return release.model, release.version
         return self.model, self.version
 
-    def schema(self) -> dict:
-        model, version = self.resolve()
+    @functools.cached_property
+    def _schema(self) -> dict:
+        model, version = self.release
         found = self.call("get model", self.client.models.get, model)
         return self.call("get version", found.versions.get, version).openapi_schema
+
+    def schema(self) -> dict:
+        return self._schema
 
     def predict(self, inputs: dict) -> Prediction:
         from replicate.exceptions import ReplicateError
@@ -218,11 +229,9 @@ class ReplicateTarget:
                   else functools.partial(self.client.predictions.create, version=self.version))
         try:
             prediction = self._retrying(create, input=inputs)
-        except ReplicateError as e:
-            if e.status == 422:  # the version's schema refused the input
-                return Prediction("rejected", error=redact(e.detail or str(e)), wall_time=time.perf_counter() - started)
-            raise api_error(self.ref, "create prediction", e) from None
         except Exception as e:
+            if isinstance(e, ReplicateError) and e.status == 422:  # the version's schema refused the input
+                return Prediction("rejected", error=redact(e.detail or str(e)), wall_time=time.perf_counter() - started)
             raise api_error(self.ref, "create prediction", e) from None
         deadline = time.monotonic() + self.timeout
         while prediction.status not in TERMINAL:

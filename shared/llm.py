@@ -76,7 +76,7 @@ class TextGenerationRunner(BaseRunner):
     # short request in SmolLM3's 18k-token cache decoded at 87 tok/s against 163 in a small one (bf16,
     # H100). A request takes the smallest cache that holds it; each size compiles once, in setup.
     static_cache_buckets: tuple[int, ...] = (2048,)
-    kv_caches: list = []  # the static caches, smallest first, when the decode step is compiled
+    kv_caches: list | tuple = ()  # the static caches, smallest first (a list set in setup) when the decode step is compiled
 
     def setup(self) -> None:
         started = time.perf_counter()
