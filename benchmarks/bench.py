@@ -18,7 +18,6 @@ import datetime as dt
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,16 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("WEIGHT_PROFILE", "synthetic")
 
+from shared.catalog import source_commit  # noqa: E402
 from tests.conftest import load_runner  # noqa: E402
-
-
-def commit() -> str:
-    if os.environ.get("COMMIT"):
-        return os.environ["COMMIT"]
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def timed(fn, repeats: int) -> list[float]:
@@ -68,7 +59,7 @@ def variant_name() -> str:
 
 def write(what: str, variant: str, result: dict) -> Path:
     device = torch.cuda.get_device_name().replace(" ", "-")
-    result = {"what": what, "device": torch.cuda.get_device_name(), "commit": commit(),
+    result = {"what": what, "device": torch.cuda.get_device_name(), "commit": source_commit(),
               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "torch": torch.__version__, "weights": os.environ["WEIGHT_PROFILE"], **result}
     out = ROOT / "benchmarks" / "results" / f"{dt.date.today()}-{what}-{variant}-{device}.json"
@@ -310,8 +301,11 @@ def main() -> int:
         return 2
     variant = variant_name()  # before the run: benchmarks set OPTIMIZE for their own baselines
     result = {"flux": bench_flux, "flux-sizes": bench_flux_sizes, "text": bench_text, "canary": bench_canary}[args.what](args)
-    label = {"text": getattr(args, "deployment", ""),
-             "canary": f"canary-{getattr(args, 'deployment', '')}-{getattr(args, 'samples', 0)}samples"}.get(args.what, args.what)
+    label = args.what
+    if args.what == "text":
+        label = args.deployment
+    elif args.what == "canary":
+        label = f"canary-{args.deployment}-{args.samples}samples"
     path = write(label, variant, result)
     if args.what == "canary":
         for name, judged in result["candidates"].items():

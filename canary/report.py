@@ -5,27 +5,18 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
 from PIL import Image
 
-from shared.catalog import REPO_ROOT
+from shared.catalog import source_commit
 
 from . import thresholds as T
 from .runner import Outcome
 
 HEADLINE = {"pass": "PASS: the candidate matches stable", "regression": "REGRESSION: do not promote",
             "error": "ERROR: the canary could not judge every check (see the rows marked error)"}
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                              text=True, timeout=10).stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
 
 
 def _cell(text: str) -> str:
@@ -75,7 +66,7 @@ def write(outcome: Outcome, folder: Path) -> tuple[Path, Path]:
     md = markdown(outcome)
     stem.with_suffix(".md").write_text(md)
     stem.mkdir(exist_ok=True)
-    record = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": _commit(),
+    record = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": source_commit(),
               "thresholds": thresholds(), **outcome.to_dict(), "outputs": save_outputs(outcome, stem)}
     stem.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     if summary := os.environ.get("GITHUB_STEP_SUMMARY"):

@@ -6,6 +6,8 @@ derive from this file or are checked against it by `tests/unit/test_catalog.py`.
 
 from __future__ import annotations
 
+import os
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +15,18 @@ ASSETS = Path(__file__).parent / "assets"
 EXAMPLES = ASSETS / "examples"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REPLICATE_OWNER = "cog-deployments"
+
+
+def source_commit() -> str:
+    """The commit results are recorded against: $COMMIT where the tree's git is absent or stale (the
+    device machine gets a copy of the working tree), else this checkout's HEAD."""
+    if os.environ.get("COMMIT"):
+        return os.environ["COMMIT"]
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
 
 
 @dataclass(frozen=True)

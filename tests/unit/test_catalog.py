@@ -62,3 +62,16 @@ def test_example_files_exist(name):
 def test_unknown_deployment_error_lists_known_ones():
     with pytest.raises(KeyError, match="smollm3-3b"):
         catalog.get("smollm4")
+
+
+def test_results_name_the_commit_set_for_them_or_this_checkouts_head(monkeypatch):
+    import re
+    import subprocess
+
+    from shared.catalog import REPO_ROOT, source_commit
+
+    monkeypatch.delenv("COMMIT", raising=False)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{40}", source_commit()) and source_commit() == head
+    monkeypatch.setenv("COMMIT", "5fa812c00026285669a0bbdf0870b92b3e63bfd1")
+    assert source_commit() == "5fa812c00026285669a0bbdf0870b92b3e63bfd1"
