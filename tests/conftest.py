@@ -11,15 +11,20 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("WEIGHT_PROFILE", "tiny")
 
 
-def load_runner(deployment: str):
-    """Import deployments/<name>/predict.py as its own module and return an instance of its Runner."""
+def runner_class(deployment: str):
+    """Import deployments/<name>/predict.py as its own module (never as `predict`) and return its Runner."""
     import importlib.util
 
     path = ROOT / "deployments" / deployment / "predict.py"
     spec = importlib.util.spec_from_file_location(f"predict_{deployment.replace('-', '_')}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.Runner()
+    return module.Runner
+
+
+def load_runner(deployment: str):
+    """An instance of the deployment's Runner (not set up)."""
+    return runner_class(deployment)()
 
 
 def png_bytes(array) -> bytes:

@@ -9,7 +9,6 @@ image, a narrowed range in /openapi.json, a failed prediction.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import inspect
 import io
 import time
@@ -20,6 +19,7 @@ from PIL import Image
 
 from shared.catalog import DEPLOYMENTS
 from shared.schema import SCHEMA_PATH, build, render
+from tests.conftest import runner_class
 
 # What each plant does. Schema plants name the input they change, per kind of deployment.
 OUTPUT_PLANTS = {"identical", "black", "blank", "wrong-size", "other-seed", "repeat", "empty", "slow", "error"}
@@ -31,15 +31,6 @@ SCHEMA_PLANTS = {
     # changed default: clients that omit the input silently get something else
     "changed-default": {"image": ("num_inference_steps", {"default": 20}), "text": ("temperature", {"default": 1.0})},
 }
-
-
-def _deployment_runner(deployment: str):
-    # The variant's own module is `predict`: load the deployment's under another name.
-    path = DEPLOYMENTS[deployment].folder / "predict.py"
-    spec = importlib.util.spec_from_file_location(f"_stable_{deployment.replace('-', '_')}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.Runner
 
 
 def _kind(deployment: str) -> str:
@@ -63,7 +54,7 @@ def planted(deployment: str, plant: str):
     """A Runner class for `deployment` with `plant` built in."""
     if plant not in OUTPUT_PLANTS | set(SCHEMA_PLANTS):
         raise ValueError(f"unknown plant {plant!r}")
-    base = _deployment_runner(deployment)
+    base = runner_class(deployment)  # the variant's own module is `predict`: the deployment's loads under another name
     sig, fill = _signature(base, deployment, plant)
 
     # No closures over functions in run(): Cog's inspector follows them as if they were decorators.
