@@ -15,6 +15,9 @@ ASSETS = Path(__file__).parent / "assets"
 EXAMPLES = ASSETS / "examples"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REPLICATE_OWNER = "cog-deployments"
+# Base URL of the weight mirror a boot downloads from without a Hub token (shared/weight_download.py):
+# None until the owner publishes the bundles (docs/operations.md); WEIGHTS_URL overrides it.
+WEIGHTS_MIRROR: str | None = None
 
 
 def source_commit() -> str:
@@ -37,6 +40,8 @@ class Checkpoint:
     revision: str
     assets: str  # folder under shared/assets with the vendored config and chat template
     gated: bool = False
+    # The Hub files a deployment loads (snapshot allow-patterns): what the mirror holds and a boot fetches.
+    files: tuple[str, ...] = ("*.json", "*.safetensors", "*.jinja", "tokenizer.model")
 
     @property
     def assets_dir(self) -> Path:
@@ -80,7 +85,11 @@ class Deployment:
 
 
 FLUX_DEV = Checkpoint(
-    "black-forest-labs/FLUX.1-dev", "3de623fc3c33e44ffbe2bad470d0f45bccf2eb21", "flux1-dev", gated=True
+    "black-forest-labs/FLUX.1-dev", "3de623fc3c33e44ffbe2bad470d0f45bccf2eb21", "flux1-dev", gated=True,
+    # The diffusers layout only: the repo's single-file flux1-dev.safetensors and ae.safetensors (another
+    # 24 GB) are never loaded.
+    files=("model_index.json", "scheduler/*", "text_encoder/*", "text_encoder_2/*", "tokenizer/*", "tokenizer_2/*",
+           "transformer/*", "vae/*"),
 )
 SMOLLM3 = Checkpoint("HuggingFaceTB/SmolLM3-3B", "a07cc9a04f16550a088caea529712d1d335b0ac1", "smollm3-3b")
 PHI4_REASONING_PLUS = Checkpoint("unsloth/phi-4-reasoning-plus", "main", "phi4-reasoning-plus")
@@ -93,7 +102,8 @@ STYLE_LORAS = (
         name="open_image_preferences",
         repo_id="data-is-better-together/open-image-preferences-v1-flux-dev-lora",
         weight_name="pytorch_lora_weights.safetensors",
-        revision="main",
+        # "Add generated example", on top of "End of training" (Hub commit page, seen 2026-11-25).
+        revision="3144c6f4d3d283513193f748774630c673a5a8b6",
         triggers=(
             "Cinematic", "Photographic", "Anime", "Manga", "Digital art", "Pixel art",
             "Fantasy art", "Neonpunk", "3D Model", "Painting", "Animation", "Illustration",
@@ -105,7 +115,9 @@ STYLE_LORAS = (
         name="ghibsky",
         repo_id="aleksa-codes/flux-ghibsky-illustration",
         weight_name="lora.safetensors",
-        revision="main",
+        # "Revert back to previous LoRA version": lora.safetensors sha256 41010aee..., 171969416 bytes (the
+        # file was replaced and reverted upstream; later commits carry the same blob).
+        revision="e7a8c87fdc27591adb9cf2b1aca1153255b8520c",
         triggers=("GHIBSKY",),
         prompt_template="{trigger} style, ",
         rank=16,

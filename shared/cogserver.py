@@ -102,6 +102,22 @@ class CogServer:
         except OSError:
             return ""
 
+    def events(self, name: str) -> list[dict]:
+        """The deployment's own log events called `name` (runtime.log_event), from coglet's JSON log lines."""
+        found = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if name not in line:
+                continue
+            try:
+                record = json.loads(line)
+                message = record.get("fields", {}).get("message", "") if isinstance(record, dict) else ""
+                event = json.loads(message) if message.startswith("{") else record
+            except ValueError:
+                continue
+            if isinstance(event, dict) and event.get("event") == name:
+                found.append(event)
+        return found
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)

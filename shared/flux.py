@@ -11,12 +11,13 @@ import time
 import torch
 from cog import BaseRunner
 
-from . import catalog, compile as selective_compile, options as opts, quantize, weights
+from . import catalog, compile as selective_compile, compile_cache, options as opts, quantize, weights
 from .builders import flux as flux_builder
-from .builders.loras import STANDIN_VERSION, cache_dir, write_random_lora
+from .builders.loras import STANDIN_VERSION, write_random_lora
 from .images import save
 from .lora_router import LoraTriggerRouter, load_normalized
-from .runtime import explain_oom, log_event, peak_memory_gb, resolve_seed, select_device, seed_everything
+from .runtime import (Phases, cache_dir, explain_oom, log_event, peak_memory_gb, resolve_seed, select_device,
+                      seed_everything)
 
 # Sizes: FLUX packs 2x2 latent patches over an 8x VAE, so sides must be multiples of 16.
 SIZE_MULTIPLE = 16
@@ -81,25 +82,34 @@ class FluxLoraRunner(BaseRunner):
     def setup(self) -> None:
         import diffusers
 
-        started = time.perf_counter()
+        started, phases = time.perf_counter(), Phases()
         self.dep = catalog.get(self.deployment)
         self.hw = select_device()
-        self.source = weights.resolve(self.dep.checkpoint)
         self.options = opts.resolve(OPTIONS, cuda=self.hw.is_cuda)
+        cache_key = compile_cache.key(self.options)
+        with phases("weights"):
+            self.source = weights.for_deployment(self.dep, wanted=compile_cache.wanted_files(self.dep.name, cache_key))
         self.pipeline_cls = getattr(diffusers, self.pipeline_class)
-        self.pipe = flux_builder.load(self.dep, self.source, device=self.hw.device, dtype=self.hw.dtype,
-                                      pipeline_cls=self.pipeline_cls)
-        for name in ("transformer", "vae", "text_encoder", "text_encoder_2"):
-            getattr(self.pipe, name).eval()  # built-from-config models start in train mode (dropout)
-        self.pipe.set_progress_bar_config(disable=True)
-        self.max_sequence_length = flux_builder.max_sequence_length(self.source)
-        self.router = LoraTriggerRouter(self.dep.loras)
-        self.router.attach(self.pipe, self._load_loras(), target_rank=self.dep.lora_target_rank)
-        applied = optimize(self.pipe, self.options)
+        with phases("load"):
+            self.pipe = flux_builder.load(self.dep, self.source, device=self.hw.device, dtype=self.hw.dtype,
+                                          pipeline_cls=self.pipeline_cls)
+            for name in ("transformer", "vae", "text_encoder", "text_encoder_2"):
+                getattr(self.pipe, name).eval()  # built-from-config models start in train mode (dropout)
+            self.pipe.set_progress_bar_config(disable=True)
+            self.max_sequence_length = flux_builder.max_sequence_length(self.source)
+        with phases("loras"):
+            self.router = LoraTriggerRouter(self.dep.loras)
+            self.router.attach(self.pipe, self._load_loras(), target_rank=self.dep.lora_target_rank)
+        with phases("compile_cache"):
+            compile_cache.load(self.source.local_path, self.dep.name, cache_key)
+        with phases("optimize"):
+            applied = optimize(self.pipe, self.options)
         if self.options["warmup"] == "on":
-            self._warmup()
+            with phases("warmup"):  # where compilation happens
+                self._warmup()
+        compile_cache.save(self.dep.name, cache_key)
         log_event("setup.done", deployment=self.dep.name, weights=self.source.describe(), device=self.hw.device,
-                  dtype=str(self.hw.dtype), optimizations=applied, options=self.options,
+                  dtype=str(self.hw.dtype), optimizations=applied, options=self.options, phases=phases.seconds,
                   seconds=round(time.perf_counter() - started, 2), peak_gpu_gb=peak_memory_gb())
 
     def _load_loras(self) -> dict[str, dict[str, torch.Tensor]]:

@@ -19,8 +19,8 @@ from typing import Iterator
 import torch
 from cog import BaseRunner
 
-from . import catalog, llm_backends, options as opts, weights
-from .runtime import (InputError, explain_oom, log_event, peak_memory_gb, resolve_seed, select_device,
+from . import catalog, compile_cache, llm_backends, options as opts, weights
+from .runtime import (InputError, Phases, explain_oom, log_event, peak_memory_gb, resolve_seed, select_device,
                       seed_everything)
 
 
@@ -79,12 +79,17 @@ class TextGenerationRunner(BaseRunner):
     kv_caches: list | tuple = ()  # the static caches, smallest first (a list set in setup) when the decode step is compiled
 
     def setup(self) -> None:
-        started = time.perf_counter()
+        started, phases = time.perf_counter(), Phases()
         self.dep = catalog.get(self.deployment)
         self.hw = select_device()
-        self.source = weights.resolve(self.dep.checkpoint)
         self.options = opts.resolve(self.OPTIONS, cuda=self.hw.is_cuda)
-        self.model, self.tokenizer, self.path = self.load_model()
+        cache_key = compile_cache.key(self.options)
+        with phases("weights"):
+            self.source = weights.for_deployment(self.dep, wanted=compile_cache.wanted_files(self.dep.name, cache_key))
+        with phases("compile_cache"):
+            compile_cache.load(self.source.local_path, self.dep.name, cache_key)
+        with phases("load"):  # load, quantize, prune; marks the decode step for compilation
+            self.model, self.tokenizer, self.path = self.load_model()
         self.template = self._template()
         self.stop_ids = self.stop_token_ids()
         # Every generate() runs on this one thread: CUDA-graph trees (compiled decode) belong to the
@@ -93,9 +98,11 @@ class TextGenerationRunner(BaseRunner):
         if llm_backends.has_compiled_decode(self.model):
             sizes = sorted({min(n, self.max_positions()) for n in (*self.static_cache_buckets, self.static_cache_tokens)})
             self.kv_caches = [llm_backends.new_static_cache(self.model, n) for n in sizes]
-            self.generation_thread.submit(self._warm_static_cache).result()
+            with phases("warmup"):  # where compilation happens
+                self.generation_thread.submit(self._warm_static_cache).result()
+        compile_cache.save(self.dep.name, cache_key)
         log_event("setup.done", deployment=self.dep.name, weights=self.source.describe(), device=self.hw.device,
-                  dtype=str(self.hw.dtype), path=self.path, options=self.options,
+                  dtype=str(self.hw.dtype), path=self.path, options=self.options, phases=phases.seconds,
                   seconds=round(time.perf_counter() - started, 2), peak_gpu_gb=peak_memory_gb())
 
     def _warm_static_cache(self) -> None:

@@ -13,9 +13,8 @@ import torch
 
 from . import compile as selective_compile
 from .builders import text as text_builder
-from .builders.loras import cache_dir
 from .quantize import apply_hqq
-from .runtime import log_event, require
+from .runtime import cache_dir, log_event, require
 
 
 def hqq_quantize(model, *, via: str, device: str, dtype: torch.dtype, nbits: int = 4, group_size: int = 64):

@@ -9,7 +9,10 @@ import logging
 import os
 import random
 import sys
+import tempfile
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -24,11 +27,31 @@ if not _log.handlers:
 SEED_MAX = 2**32 - 1
 
 
+def cache_dir() -> Path:
+    """Where built or downloaded files are kept between boots (stand-in weights, mirror downloads)."""
+    return Path(os.environ.get("COGDEPLOY_CACHE", Path(tempfile.gettempdir()) / "cogdeploy-cache"))
+
+
 def log_event(event: str, **fields) -> dict:
     """One JSON line per event (model load, prediction start/end), so logs can be parsed and compared."""
     record = {"event": event, **fields}
     _log.info(json.dumps(record, default=str, sort_keys=False))
     return record
+
+
+class Phases:
+    """Wall time of each named step of setup(): logged with setup.done, read by the cold-start benchmark."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - started, 2)
 
 
 @dataclass(frozen=True)

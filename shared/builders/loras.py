@@ -7,7 +7,6 @@ hot-swap has to cope with adapters of different ranks and layer sets, as real on
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -18,10 +17,6 @@ STANDIN_VERSION = 2  # bump when the stand-in adapters change, so cached files a
 
 # Which attention projections each stand-in adapter targets (subsets of each other on purpose).
 _TARGETS = (["to_q", "to_k", "to_v", "to_out.0"], ["to_q", "to_k", "to_v"])
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("COGDEPLOY_CACHE", Path(tempfile.gettempdir()) / "cogdeploy-cache"))
 
 
 def write_random_lora(pipeline_cls, transformer, lora: Lora, index: int, folder: Path, magnitude: float) -> Path:
