@@ -5,6 +5,7 @@
     python benchmarks/bench.py text smollm3-3b     # decode tokens/s: HF generate bf16 eager vs the deployment
     python benchmarks/bench.py text gemma3-4b-it
     python benchmarks/bench.py canary              # the canary between GPU servers: identical and compile=off candidates
+    python benchmarks/bench.py cold-start smollm3-3b [--weights disk]   # boot through the Cog server: cold vs compile artifact
 
 Weights are `synthetic` (full-size architecture, random weights): with the number of new tokens forced
 and fixed step counts, the cost is the real cost. Each run writes benchmarks/results/<date>-<what>-<gpu>.json
@@ -274,6 +275,90 @@ def bench_canary(args) -> dict:
             "candidates": candidates}
 
 
+def save_synthetic_checkpoint(name: str, folder: Path) -> float:
+    """Write the synthetic weights as a checkpoint folder in the Hub layout (LoRAs under loras/): a boot from
+    it takes the real loading path (safetensors from local disk), as a boot from the mirror does."""
+    from shared import catalog
+    from shared.builders import flux, text
+
+    started = time.perf_counter()
+    dep = catalog.get(name)
+    if dep.loras:
+        import diffusers
+
+        from shared.builders.loras import write_random_lora
+
+        cls = diffusers.FluxImg2ImgPipeline if dep.task == "image-to-image" else diffusers.FluxPipeline
+        pipe = flux.build_random(dep, tiny=False, device="cuda", dtype=torch.bfloat16, pipeline_cls=cls)
+        pipe.save_pretrained(folder)
+        for index, lora in enumerate(dep.loras):
+            write_random_lora(cls, pipe.transformer, lora, index, folder / "loras", magnitude=1.0)
+        del pipe
+    else:
+        build = text.build_random_gemma3 if name == "gemma3-4b-it" else text.build_random_causal_lm
+        model, tok = build(dep, tiny=False, device="cuda", dtype=torch.bfloat16)
+        model.save_pretrained(folder)
+        tok.save_pretrained(folder)
+        del model
+    torch.cuda.empty_cache()
+    return round(time.perf_counter() - started, 1)
+
+
+def bench_cold_start(args) -> dict:
+    """Two boots of one deployment through the Cog server, each with empty Inductor and Triton caches (a new
+    machine): cold, saving the compile artifact; then loading it. Each: launch -> READY, setup's phases,
+    and the first two requests (a compile left in a request would show in the first)."""
+    import shutil
+    import tempfile
+
+    from shared import catalog
+    from shared.cogserver import CogServer, resolve_files
+
+    name = args.deployment
+    work = Path(tempfile.mkdtemp(prefix="cold-start-"))
+    env = {"COGDEPLOY_CACHE": str(work / "cogdeploy-cache")}
+    result = {"deployment": name, "optimize": os.environ.get("OPTIMIZE", ""), "weights_from": args.weights}
+    if args.weights == "disk":
+        result["checkpoint_write_s"] = save_synthetic_checkpoint(name, work / "checkpoint")
+        env["WEIGHT_PROFILE"] = str(work / "checkpoint")
+    request = resolve_files(json.loads(args.request) if args.request else catalog.get(name).example)
+    artifacts = work / "artifacts"
+
+    def boot(label: str, **extra) -> dict:
+        caches = work / f"caches-{label}"  # a new machine: nothing compiled before
+        boot_env = {**env, **extra, "TORCHINDUCTOR_CACHE_DIR": str(caches / "inductor"),
+                    "TRITON_CACHE_DIR": str(caches / "triton")}
+        server = CogServer(name, env=boot_env, setup_timeout=580, log_path=work / f"{label}.log")
+        started = time.perf_counter()
+        with server.launch():
+            server.wait_ready()
+            ready = time.perf_counter() - started
+            requests_s = []
+            for _ in range(2):
+                body = server.predict(request).json()
+                assert body["status"] == "succeeded", body.get("error")
+                requests_s.append(body["metrics"].get("predict_time"))
+            [setup] = server.events("setup.done")
+            loaded = server.events("compile_cache.loaded")
+        if os.environ.get("OUT"):
+            shutil.copy(work / f"{label}.log", Path(os.environ["OUT"]) / f"cold-start-{name}-{label}.log")
+        figures = {"ready_s": round(ready, 1), "setup_s": setup["seconds"], "phases": setup["phases"],
+                   "process_start_s": round(ready - setup["seconds"], 1), "compile_cache": setup.get("compile_cache"),
+                   "artifact_loaded": bool(loaded), "first_requests_predict_time_s": requests_s,
+                   "peak_gpu_gb": setup.get("peak_gpu_gb")}
+        print(f"{name} {label}: READY after {figures['ready_s']} s; phases {figures['phases']}; "
+              f"requests {requests_s}", flush=True)
+        return figures
+
+    result["cold"] = boot("cold", SAVE_COMPILE_CACHE=str(artifacts))
+    files = list(artifacts.rglob("*.bin"))
+    result["artifact_bytes"] = sum(f.stat().st_size for f in files)
+    result["artifact"] = [f.name for f in files]
+    result["with_artifact"] = boot("artifact", COMPILE_CACHE=str(artifacts))
+    shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -295,15 +380,27 @@ def main() -> int:
     c = sub.add_parser("canary")
     c.add_argument("--deployment", default="flux-lora-txt2img")
     c.add_argument("--samples", type=int, default=3)
+    s = sub.add_parser("cold-start")
+    s.add_argument("deployment")
+    s.add_argument("--weights", default="synthetic", choices=["synthetic", "disk"],
+                   help="synthetic: built on the GPU at boot; disk: a checkpoint folder written first, loaded at boot")
+    s.add_argument("--request", help="JSON input of the requests after boot (default: the catalog's example)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("benchmarks need a CUDA GPU (see docs/benchmarks.md)", file=sys.stderr)
         return 2
     variant = variant_name()  # before the run: benchmarks set OPTIMIZE for their own baselines
-    result = {"flux": bench_flux, "flux-sizes": bench_flux_sizes, "text": bench_text, "canary": bench_canary}[args.what](args)
+    result = {"flux": bench_flux, "flux-sizes": bench_flux_sizes, "text": bench_text, "canary": bench_canary,
+              "cold-start": bench_cold_start}[args.what](args)
     label = args.what
     if args.what == "text":
         label = args.deployment
+    elif args.what == "cold-start":
+        path = write(f"cold-start-{args.deployment}-{args.weights}", variant, result)
+        c, a = result["cold"], result["with_artifact"]
+        print(f"\ncold-start {args.deployment}: cold {c['ready_s']} s, with artifact {a['ready_s']} s "
+              f"({result['artifact_bytes'] / 2**20:.0f} MiB)  -> {path}")
+        return 0
     elif args.what == "canary":
         label = f"canary-{args.deployment}-{args.samples}samples"
     path = write(label, variant, result)

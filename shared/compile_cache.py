@@ -73,6 +73,15 @@ def load(folder: Path | None, deployment: str, cache_key: str) -> bool:
     return True
 
 
+def stats() -> dict[str, int]:
+    """This process's compile-cache hits and misses (Inductor graphs, AOTAutograd), for the setup log."""
+    from torch._dynamo.utils import counters
+
+    found = {f"inductor.{k}": v for k, v in counters["inductor"].items() if k.startswith("fxgraph_cache")}
+    found |= {f"aot.{k}": v for k, v in counters["aot_autograd"].items() if k.startswith("autograd_cache")}
+    return found
+
+
 def save(deployment: str, cache_key: str) -> Path | None:
     """Write what this process compiled under SAVE_COMPILE_CACHE (if set); returns the artifact's path."""
     if not os.environ.get(SAVE_ENV):

@@ -103,6 +103,7 @@ class TextGenerationRunner(BaseRunner):
         compile_cache.save(self.dep.name, cache_key)
         log_event("setup.done", deployment=self.dep.name, weights=self.source.describe(), device=self.hw.device,
                   dtype=str(self.hw.dtype), path=self.path, options=self.options, phases=phases.seconds,
+                  compile_cache=compile_cache.stats(),
                   seconds=round(time.perf_counter() - started, 2), peak_gpu_gb=peak_memory_gb())
 
     def _warm_static_cache(self) -> None:
