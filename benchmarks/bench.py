@@ -330,7 +330,8 @@ def bench_cold_start(args) -> dict:
                     "TRITON_CACHE_DIR": str(caches / "triton")}
         server = CogServer(name, env=boot_env, setup_timeout=580, log_path=work / f"{label}.log")
         started = time.perf_counter()
-        with server.launch():
+        server.launch()
+        try:
             server.wait_ready()
             ready = time.perf_counter() - started
             requests_s = []
@@ -340,6 +341,8 @@ def bench_cold_start(args) -> dict:
                 requests_s.append(body["metrics"].get("predict_time"))
             [setup] = server.events("setup.done")
             loaded = server.events("compile_cache.loaded")
+        finally:
+            server.stop()
         if os.environ.get("OUT"):
             shutil.copy(work / f"{label}.log", Path(os.environ["OUT"]) / f"cold-start-{name}-{label}.log")
         figures = {"ready_s": round(ready, 1), "setup_s": setup["seconds"], "phases": setup["phases"],
