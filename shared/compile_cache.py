@@ -42,7 +42,8 @@ def key(options: dict[str, str]) -> str:
     else:
         device = f"cpu-{platform.machine()}"
     chosen = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:10]
-    return re.sub(r"[^A-Za-z0-9.+-]+", "_", f"torch{torch.__version__}-{device}-opt{chosen}")
+    # Only [A-Za-z0-9._-]: file names that every bucket, URL and copy tool passes unchanged.
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", f"torch{torch.__version__}-{device}-opt{chosen}")
 
 
 def relative_path(deployment: str, cache_key: str) -> str:
@@ -73,12 +74,21 @@ def load(folder: Path | None, deployment: str, cache_key: str) -> bool:
     return True
 
 
-def stats() -> dict[str, int]:
-    """This process's compile-cache hits and misses (Inductor graphs, AOTAutograd), for the setup log."""
-    from torch._dynamo.utils import counters
+# Where compile time goes (torch._dynamo.utils.compile_times): tracing is never cached, lowering and the
+# Triton kernels are; a warm boot that is still slow shows which.
+_TIMED = {"_compile.compile_inner": "total", "bytecode_tracing": "dynamo_trace", "build_guards": "guards",
+          "create_aot_dispatcher_function": "aot", "compile_fx_inner": "inductor", "async_compile.wait": "triton"}
+
+
+def stats() -> dict:
+    """This process's compile-cache hits and misses (Inductor graphs, AOTAutograd) and compile seconds, for
+    the setup log."""
+    from torch._dynamo.utils import compile_times, counters
 
     found = {f"inductor.{k}": v for k, v in counters["inductor"].items() if k.startswith("fxgraph_cache")}
     found |= {f"aot.{k}": v for k, v in counters["aot_autograd"].items() if k.startswith("autograd_cache")}
+    names, values = compile_times(repr="csv", aggregate=True)
+    found["seconds"] = {_TIMED[n]: round(float(v), 1) for n, v in zip(names, values, strict=True) if n in _TIMED}
     return found
 
 
