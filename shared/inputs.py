@@ -1,43 +1,54 @@
-"""Input definitions shared by several deployments (defined once, like cog-flux's shared inputs).
+"""The input contract every deployment shares: one table that each predict.py's inputs are checked against.
 
-Cog's `Input(...)` returns an immutable FieldInfo, so one definition can serve as the default of
-many `run()` signatures. Ranges here are what the server's schema enforces (422 on violation).
+`cog build` reads run()'s inputs from predict.py's source, not by running it (Cog >= 0.19; see
+tests/cog_static_schema.py): a default must be an `Input(...)` written in predict.py with literal
+arguments, so these definitions cannot be imported as defaults. Each predict.py writes its inputs out
+literally instead, and tests/unit/test_inputs_contract.py checks that any input named here has exactly
+these fields there (a name used by two deployments must be defined here). Ranges are what the server's
+schema enforces (422 on violation).
 """
 
 from __future__ import annotations
 
-from cog import Input
-
+from .catalog import Deployment
+from .flux import MAX_SIDE, MIN_SIDE, SIZE_MULTIPLE
 from .images import OUTPUT_FORMATS
 from .runtime import SEED_MAX
 
-PROMPT = Input(description="What to generate.", min_length=1)
-SEED = Input(default=None, ge=0, le=SEED_MAX,
-             description="Random seed for a repeatable result; leave empty for a random one "
-                         "(the seed used is reported in metrics.seed).")
+# name -> the fields an input of that name has in every deployment that takes it. Fields left out
+# (max_new_tokens' default and maximum, top_p's default, an image's description) are per deployment.
+SHARED: dict[str, dict] = {
+    "prompt": dict(description="What to generate.", min_length=1),
+    "seed": dict(default=None, ge=0, le=SEED_MAX,
+                 description="Random seed for a repeatable result; leave empty for a random one "
+                             "(the seed used is reported in metrics.seed)."),
+    # Image generation
+    "height": dict(default=768, ge=MIN_SIDE, le=MAX_SIDE,
+                   description=f"Height in pixels (rounded to a multiple of {SIZE_MULTIPLE})."),
+    "width": dict(default=768, ge=MIN_SIDE, le=MAX_SIDE,
+                  description=f"Width in pixels (rounded to a multiple of {SIZE_MULTIPLE})."),
+    "num_inference_steps": dict(default=30, ge=1, le=50, description="Denoising steps: more is slower and finer."),
+    "guidance_scale": dict(default=3.5, ge=0.0, le=10.0, description="How closely the image follows the prompt."),
+    "output_format": dict(default="png", choices=list(OUTPUT_FORMATS), description="Format of the output image."),
+    "output_quality": dict(default=90, ge=1, le=100,
+                           description="Quality for lossy formats (webp, jpg), 1-100; ignored for png."),
+    "image": dict(),  # a required file; its description says what the deployment does with it
+    # Text generation
+    "temperature": dict(default=0.7, ge=0.0, le=2.0,
+                        description="Sampling temperature; 0 picks the most likely token (greedy)."),
+    "max_new_tokens": dict(ge=1, description="Maximum number of tokens to generate."),
+    "top_p": dict(ge=0.0, le=1.0, description="Nucleus sampling: keep the smallest set of tokens whose probability "
+                                               "adds up to top_p (0 = greedy)."),
+}
 
-# Image generation
-NUM_INFERENCE_STEPS = Input(default=30, ge=1, le=50, description="Denoising steps: more is slower and finer.")
-GUIDANCE_SCALE = Input(default=3.5, ge=0.0, le=10.0, description="How closely the image follows the prompt.")
-OUTPUT_FORMAT = Input(default="png", choices=list(OUTPUT_FORMATS), description="Format of the output image.")
-OUTPUT_QUALITY = Input(default=90, ge=1, le=100,
-                       description="Quality for lossy formats (webp, jpg), 1-100; ignored for png.")
+
+def trigger_word(dep: Deployment) -> dict:
+    """The trigger_word input of a FLUX deployment: its description lists the catalog's triggers."""
+    triggers = [t for lora in dep.loras for t in lora.triggers]
+    return dict(default=None, description="Style LoRA to apply, by trigger word (case-insensitive): "
+                + ", ".join(triggers) + ". Leave empty for the base model.")
 
 
-def trigger_word(triggers: list[str]):
-    return Input(default=None, description=(
-        "Style LoRA to apply, by trigger word (case-insensitive): " + ", ".join(triggers)
-        + ". Leave empty for the base model."))
-
-
-# Text generation
-TEMPERATURE = Input(default=0.7, ge=0.0, le=2.0, description="Sampling temperature; 0 picks the most likely token (greedy).")
-
-
-def max_new_tokens(default: int, maximum: int):
-    return Input(default=default, ge=1, le=maximum, description="Maximum number of tokens to generate.")
-
-
-def top_p(default: float):
-    return Input(default=default, ge=0.0, le=1.0,
-                 description="Nucleus sampling: keep the smallest set of tokens whose probability adds up to top_p (0 = greedy).")
+def contract(dep: Deployment) -> dict[str, dict]:
+    """Every shared input definition, with the ones that depend on the deployment filled in."""
+    return {**SHARED, **({"trigger_word": trigger_word(dep)} if dep.loras else {})}

@@ -40,6 +40,11 @@ def _predictor_info(folder: Path):
     return info, streaming
 
 
+def predictor_inputs(folder: Path) -> dict:
+    """The inputs of the predictor in `folder` as Cog's Python SDK reads them: name -> field (default, ge, ...)."""
+    return _predictor_info(folder)[0].inputs
+
+
 def _is_streaming(runner_cls) -> bool:
     # Cog's CLI marks a predictor streaming when run() yields a ConcatenateIterator under @cog.streaming.
     return "ConcatenateIterator" in str(runner_cls.run.__annotations__.get("return", ""))
@@ -49,7 +54,9 @@ def input_schema(info) -> tuple[dict, dict]:
     """(Input schema, extra component schemas for enumerations)."""
     properties, required, enums = {}, [], {}
     for name, field in sorted(info.inputs.items(), key=lambda kv: kv[1].order):
-        prop = {"title": _title(name), "x-order": field.order}
+        # As `cog build` writes it (tests/cog_static_schema.py): an input with choices is a reference to its
+        # enumeration, without a title of its own; an optional input has a null default.
+        prop = {"x-order": field.order} if field.choices else {"title": _title(name), "x-order": field.order}
         if field.choices:
             enums[name] = {"title": name, "description": "An enumeration.", "enum": list(field.choices),
                            **field.type.json_type()}
@@ -67,7 +74,7 @@ def input_schema(info) -> tuple[dict, dict]:
         elif _is_required(field):
             required.append(name)
         else:
-            prop["nullable"] = True
+            prop.update(default=None, nullable=True)
         if field.deprecated:
             prop["deprecated"] = True
         properties[name] = prop

@@ -39,6 +39,30 @@ def png_bytes(array) -> bytes:
     return buffer.getvalue()
 
 
+@pytest.fixture
+def predict_variant(tmp_path):
+    """make(name, old, new): a copy of a deployment's folder, beside it (where `cog build` would see it), with
+    one edit of its predict.py; removed after the test."""
+    import shutil
+
+    from shared import catalog
+
+    made = []
+
+    def make(name: str, old: str, new: str) -> Path:
+        folder = ROOT / "deployments" / f".variant-{tmp_path.name}-{len(made)}"
+        shutil.copytree(catalog.get(name).folder, folder)
+        made.append(folder)
+        text = (folder / "predict.py").read_text()
+        assert old in text, f"{old!r} not in {name}/predict.py"
+        (folder / "predict.py").write_text(text.replace(old, new))
+        return folder
+
+    yield make
+    for folder in made:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def runners():
     """Set-up Runner instances on tiny weights, built once per session and shared."""

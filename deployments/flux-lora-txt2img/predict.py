@@ -9,14 +9,9 @@ from typing import Optional
 
 from cog import Input, Path
 
-from shared import inputs
-from shared.catalog import STYLE_LORAS
 from shared.flux import MAX_SIDE, MIN_SIDE, SIZE_MULTIPLE, FluxLoraRunner
 from shared.images import fit_size
 from shared.runtime import log_event
-
-TRIGGERS = [t for lora in STYLE_LORAS for t in lora.triggers]
-SIDE = dict(ge=MIN_SIDE, le=MAX_SIDE)
 
 
 class Runner(FluxLoraRunner):
@@ -26,17 +21,19 @@ class Runner(FluxLoraRunner):
     def warmup_inputs(self) -> dict:
         return {"prompt": "warmup", "width": 768, "height": 768}
 
+    # Inputs are written out literally: `cog build` reads them from this file's source and resolves nothing
+    # imported. tests/unit/test_inputs_contract.py holds them to shared/inputs.py.
     def run(
         self,
-        prompt: str = inputs.PROMPT,
-        trigger_word: Optional[str] = inputs.trigger_word(TRIGGERS),
-        height: int = Input(default=768, **SIDE, description=f"Height in pixels (rounded to a multiple of {SIZE_MULTIPLE})."),
-        width: int = Input(default=768, **SIDE, description=f"Width in pixels (rounded to a multiple of {SIZE_MULTIPLE})."),
-        num_inference_steps: int = inputs.NUM_INFERENCE_STEPS,
-        guidance_scale: float = inputs.GUIDANCE_SCALE,
-        seed: Optional[int] = inputs.SEED,
-        output_format: str = inputs.OUTPUT_FORMAT,
-        output_quality: int = inputs.OUTPUT_QUALITY,
+        prompt: str = Input(description="What to generate.", min_length=1),
+        trigger_word: Optional[str] = Input(default=None, description="Style LoRA to apply, by trigger word (case-insensitive): Cinematic, Photographic, Anime, Manga, Digital art, Pixel art, Fantasy art, Neonpunk, 3D Model, Painting, Animation, Illustration, GHIBSKY. Leave empty for the base model."),
+        height: int = Input(default=768, ge=256, le=1440, description="Height in pixels (rounded to a multiple of 16)."),
+        width: int = Input(default=768, ge=256, le=1440, description="Width in pixels (rounded to a multiple of 16)."),
+        num_inference_steps: int = Input(default=30, ge=1, le=50, description="Denoising steps: more is slower and finer."),
+        guidance_scale: float = Input(default=3.5, ge=0.0, le=10.0, description="How closely the image follows the prompt."),
+        seed: Optional[int] = Input(default=None, ge=0, le=4294967295, description="Random seed for a repeatable result; leave empty for a random one (the seed used is reported in metrics.seed)."),
+        output_format: str = Input(default="png", choices=["png", "webp", "jpg"], description="Format of the output image."),
+        output_quality: int = Input(default=90, ge=1, le=100, description="Quality for lossy formats (webp, jpg), 1-100; ignored for png."),
     ) -> Path:
         w, h = fit_size(width, height, multiple=SIZE_MULTIPLE, max_side=MAX_SIDE, min_side=MIN_SIDE)
         if (w, h) != (width, height):

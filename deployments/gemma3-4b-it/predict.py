@@ -10,7 +10,7 @@ from typing import Optional
 import cog
 from cog import ConcatenateIterator, Input, Path
 
-from shared import compile as selective_compile, inputs, llm_backends, prune, quantize
+from shared import compile as selective_compile, llm_backends, prune, quantize
 from shared.builders.text import load_gemma3
 from shared.images import load_rgb
 from shared.llm import TextGenerationRunner
@@ -52,15 +52,17 @@ class Runner(TextGenerationRunner):
             path.append("compiled-decoder-layers")
         return model, processor, "+".join(path)
 
+    # Inputs are written out literally: `cog build` reads them from this file's source and resolves nothing
+    # imported. tests/unit/test_inputs_contract.py holds them to shared/inputs.py.
     @cog.streaming
     def run(
         self,
         image: Path = Input(description="Image to ask about (file or URL): PNG, JPEG or WebP."),
-        prompt: str = inputs.PROMPT,
-        max_new_tokens: int = inputs.max_new_tokens(256, 8192),
-        temperature: float = inputs.TEMPERATURE,
-        top_p: float = inputs.top_p(0.9),
-        seed: Optional[int] = inputs.SEED,
+        prompt: str = Input(description="What to generate.", min_length=1),
+        max_new_tokens: int = Input(default=256, ge=1, le=8192, description="Maximum number of tokens to generate."),
+        temperature: float = Input(default=0.7, ge=0.0, le=2.0, description="Sampling temperature; 0 picks the most likely token (greedy)."),
+        top_p: float = Input(default=0.9, ge=0.0, le=1.0, description="Nucleus sampling: keep the smallest set of tokens whose probability adds up to top_p (0 = greedy)."),
+        seed: Optional[int] = Input(default=None, ge=0, le=4294967295, description="Random seed for a repeatable result; leave empty for a random one (the seed used is reported in metrics.seed)."),
     ) -> ConcatenateIterator[str]:
         picture = load_rgb(image)
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]

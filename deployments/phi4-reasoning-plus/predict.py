@@ -8,9 +8,9 @@ checkpoint's own chat template (Phi's reasoning system prompt).
 from typing import Optional
 
 import cog
-from cog import ConcatenateIterator
+from cog import ConcatenateIterator, Input
 
-from shared import inputs, llm_backends
+from shared import llm_backends
 from shared.llm import TextGenerationRunner
 
 MAX_SEQ_LENGTH = 32768
@@ -23,14 +23,16 @@ class Runner(TextGenerationRunner):
         return llm_backends.load_with_unsloth(self.dep, self.source, device=self.hw.device, dtype=self.hw.dtype,
                                               max_seq_length=MAX_SEQ_LENGTH)
 
+    # Inputs are written out literally: `cog build` reads them from this file's source and resolves nothing
+    # imported. tests/unit/test_inputs_contract.py holds them to shared/inputs.py.
     @cog.streaming
     def run(
         self,
-        prompt: str = inputs.PROMPT,
-        max_new_tokens: int = inputs.max_new_tokens(2048, 16384),
-        temperature: float = inputs.TEMPERATURE,
-        top_p: float = inputs.top_p(0.95),
-        seed: Optional[int] = inputs.SEED,
+        prompt: str = Input(description="What to generate.", min_length=1),
+        max_new_tokens: int = Input(default=2048, ge=1, le=16384, description="Maximum number of tokens to generate."),
+        temperature: float = Input(default=0.7, ge=0.0, le=2.0, description="Sampling temperature; 0 picks the most likely token (greedy)."),
+        top_p: float = Input(default=0.95, ge=0.0, le=1.0, description="Nucleus sampling: keep the smallest set of tokens whose probability adds up to top_p (0 = greedy)."),
+        seed: Optional[int] = Input(default=None, ge=0, le=4294967295, description="Random seed for a repeatable result; leave empty for a random one (the seed used is reported in metrics.seed)."),
     ) -> ConcatenateIterator[str]:
         yield from self.stream(messages=[{"role": "user", "content": prompt}], max_new_tokens=max_new_tokens,
                                temperature=temperature, top_p=top_p, seed=seed)

@@ -10,7 +10,7 @@ from typing import Optional
 import cog
 from cog import ConcatenateIterator, Input
 
-from shared import inputs, llm_backends
+from shared import llm_backends
 from shared.builders.text import load_causal_lm
 from shared.llm import TextGenerationRunner
 from shared.options import Option
@@ -36,16 +36,18 @@ class Runner(TextGenerationRunner):
             path.append(llm_backends.enable_compiled_decode(model))
         return model, tokenizer, "+".join(path)
 
+    # Inputs are written out literally: `cog build` reads them from this file's source and resolves nothing
+    # imported. tests/unit/test_inputs_contract.py holds them to shared/inputs.py.
     @cog.streaming
     def run(
         self,
-        prompt: str = inputs.PROMPT,
-        max_new_tokens: int = inputs.max_new_tokens(512, 16384),
-        temperature: float = inputs.TEMPERATURE,
-        top_p: float = inputs.top_p(0.9),
+        prompt: str = Input(description="What to generate.", min_length=1),
+        max_new_tokens: int = Input(default=512, ge=1, le=16384, description="Maximum number of tokens to generate."),
+        temperature: float = Input(default=0.7, ge=0.0, le=2.0, description="Sampling temperature; 0 picks the most likely token (greedy)."),
+        top_p: float = Input(default=0.9, ge=0.0, le=1.0, description="Nucleus sampling: keep the smallest set of tokens whose probability adds up to top_p (0 = greedy)."),
         mode: str = Input(default="no_think", choices=["no_think", "think"],
                           description="think: reason step by step inside <think>...</think> before answering."),
-        seed: Optional[int] = inputs.SEED,
+        seed: Optional[int] = Input(default=None, ge=0, le=4294967295, description="Random seed for a repeatable result; leave empty for a random one (the seed used is reported in metrics.seed)."),
     ) -> ConcatenateIterator[str]:
         yield from self.stream(messages=[{"role": "user", "content": prompt}], max_new_tokens=max_new_tokens,
                                temperature=temperature, top_p=top_p, seed=seed,
