@@ -305,9 +305,10 @@ def save_synthetic_checkpoint(name: str, folder: Path) -> float:
 
 
 def bench_cold_start(args) -> dict:
-    """Two boots of one deployment through the Cog server, each with empty Inductor and Triton caches (a new
-    machine): cold, saving the compile artifact; then loading it. Each: launch -> READY, setup's phases,
-    and the first two requests (a compile left in a request would show in the first)."""
+    """Boots of one deployment through the Cog server, each with empty Inductor and Triton caches (a new
+    machine): cold, saving the compile artifacts; then loading each kind (shared/compile_cache.py). Each:
+    launch -> READY, setup's phases and compile seconds, and the first two requests (a compile left in a
+    request would show in the first)."""
     import shutil
     import tempfile
 
@@ -325,9 +326,10 @@ def bench_cold_start(args) -> dict:
     artifacts = work / "artifacts"
 
     def boot(label: str, **extra) -> dict:
-        caches = work / f"caches-{label}"  # a new machine: nothing compiled before
-        boot_env = {**env, **extra, "TORCHINDUCTOR_CACHE_DIR": str(caches / "inductor"),
-                    "TRITON_CACHE_DIR": str(caches / "triton")}
+        # A new machine: nothing compiled before. Triton's kernels go under Inductor's folder (its default
+        # when TRITON_CACHE_DIR is unset), which is what a .tar artifact packs.
+        boot_env = {**env, **extra, "TORCHINDUCTOR_CACHE_DIR": str(work / f"inductor-{label}")}
+        os.environ.pop("TRITON_CACHE_DIR", None)
         server = CogServer(name, env=boot_env, setup_timeout=580, log_path=work / f"{label}.log")
         started = time.perf_counter()
         server.launch()
@@ -357,13 +359,14 @@ def bench_cold_start(args) -> dict:
         artifacts = Path(args.artifacts)
     else:
         result["cold"] = boot("cold", SAVE_COMPILE_CACHE=str(artifacts))
-        if os.environ.get("OUT"):  # small enough to come back from the device and be carried to the next run
-            shutil.copytree(artifacts / "compile-cache" / name, Path(os.environ["OUT"]) / f"compile-cache-{name}",
-                            dirs_exist_ok=True)
-    files = list(artifacts.rglob("*.bin"))
-    result["artifact_bytes"] = sum(f.stat().st_size for f in files)
-    result["artifact"] = [f.name for f in files]
-    result["with_artifact"] = boot("artifact", COMPILE_CACHE=str(artifacts))
+        if os.environ.get("OUT"):  # those small enough to come back from the device, to carry to the next run
+            for made in (artifacts / "compile-cache" / name).iterdir():
+                if made.stat().st_size < 16 * 2**20:
+                    shutil.copy(made, Path(os.environ["OUT"]) / f"{name}-{made.name}")
+    files = sorted(artifacts.rglob(f"compile-cache/{name}/*.*"))
+    result["artifacts"] = {f.name: f.stat().st_size for f in files}
+    for kind in args.kinds.split(","):
+        result[f"with_{kind}"] = boot(f"artifact-{kind}", COMPILE_CACHE=str(artifacts), COMPILE_CACHE_KIND=kind)
     shutil.rmtree(work, ignore_errors=True)
     return result
 
@@ -395,6 +398,7 @@ def main() -> int:
                    help="synthetic: built on the GPU at boot; disk: a checkpoint folder written first, loaded at boot")
     s.add_argument("--request", help="JSON input of the requests after boot (default: the catalog's example)")
     s.add_argument("--artifacts", help="skip the cold boot: load artifacts from DIR/compile-cache/<deployment>/")
+    s.add_argument("--kinds", default="tar,bin", help="artifact kinds to boot with, in this order")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("benchmarks need a CUDA GPU (see docs/benchmarks.md)", file=sys.stderr)
@@ -407,9 +411,8 @@ def main() -> int:
         label = args.deployment
     elif args.what == "cold-start":
         path = write(f"cold-start-{args.deployment}-{args.weights}", variant, result)
-        c, a = result.get("cold", {}), result["with_artifact"]
-        print(f"\ncold-start {args.deployment}: cold {c.get('ready_s')} s, with artifact {a['ready_s']} s "
-              f"({result['artifact_bytes'] / 2**20:.0f} MiB)  -> {path}")
+        boots = {k: v["ready_s"] for k, v in result.items() if k == "cold" or k.startswith("with_")}
+        print(f"\ncold-start {args.deployment}: READY after {boots} s; artifacts {result['artifacts']}  -> {path}")
         return 0
     elif args.what == "canary":
         label = f"canary-{args.deployment}-{args.samples}samples"

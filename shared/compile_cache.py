@@ -1,17 +1,24 @@
-"""Compile work made once on a GPU, shipped with the weights, and loaded in setup(): torch's mega-cache.
+"""Compile work made once on a GPU, shipped with the weights, and loaded in setup().
 
 A cold boot spends most of its time compiling (FLUX's regional compile with dynamic shapes, the text
-models' decode steps). `torch.compiler.save_cache_artifacts()` bundles everything this process compiled
-(Inductor graphs with their Triton kernels, AOTAutograd entries, autotuning results, dynamic-shape
-decisions) into one blob; `load_cache_artifacts()` before compiling turns that work into cache hits.
-Dynamo still traces, which takes seconds, not minutes.
+models' decode steps). Two kinds of artifact carry that work to a new machine; setup() loads the first
+one found for its key:
 
-Compiled code is only reusable on the same torch, CUDA, Triton and GPU model, with the same
-optimizations: that is the artifact's key and its file name, so a boot on another GPU or torch finds no
-file of its key and compiles, with one log line saying which keys were there.
+- `<key>.tar`: Inductor's whole cache folder (compiled graphs, AOTAutograd entries, autotuning results
+  and the built kernels themselves: Triton's cubins on a GPU, shared objects on a CPU), unpacked into
+  this process's cache folder before anything compiles. What Replicate's compile caching ships.
+- `<key>.bin`: torch's mega-cache (`torch.compiler.save_cache_artifacts` / `load_cache_artifacts`).
+  Measured on the H100 (benchmarks/results/*cold-start*): SmolLM3 boots in 43 s instead of 109, but
+  FLUX only in 170 s instead of 232, with every graph a cache hit: the kernels are built again. On CPU
+  (tiny FLUX, tests/unit/test_compile_cache.py) loading the .tar leaves 8 s of compile work, the .bin 20 s.
 
-    SAVE_COMPILE_CACHE=DIR   after warm-up, write DIR/compile-cache/<deployment>/<key>.bin (on the GPU, once per release)
+Dynamo still traces either way (seconds). Compiled code is only reusable on the same torch, CUDA, Triton
+and GPU model, with the same optimizations: that is the artifact's key and its file name, so a boot on
+another GPU or torch finds no file of its key and compiles, with one log line naming the keys it found.
+
+    SAVE_COMPILE_CACHE=DIR   after warm-up, write DIR/compile-cache/<deployment>/<key>.{tar,bin} (once per release)
     COMPILE_CACHE=DIR        read artifacts from DIR/compile-cache/ (default: the weights folder, i.e. the mirror bundle)
+    COMPILE_CACHE_KIND=tar|bin   use only that kind (the cold-start benchmark measures each)
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import json
 import os
 import platform
 import re
+import tarfile
 import time
 from pathlib import Path
 
@@ -30,7 +38,9 @@ from .runtime import log_event
 
 LOAD_ENV = "COMPILE_CACHE"
 SAVE_ENV = "SAVE_COMPILE_CACHE"
+KIND_ENV = "COMPILE_CACHE_KIND"
 FOLDER = "compile-cache"
+KINDS = ("tar", "bin")
 
 
 def key(options: dict[str, str]) -> str:
@@ -46,38 +56,60 @@ def key(options: dict[str, str]) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", f"torch{torch.__version__}-{device}-opt{chosen}")
 
 
-def relative_path(deployment: str, cache_key: str) -> str:
-    """The artifact's path inside a weights folder or mirror bundle."""
-    return f"{FOLDER}/{deployment}/{cache_key}.bin"
+def relative_path(deployment: str, cache_key: str, kind: str = "tar") -> str:
+    """An artifact's path inside a weights folder or mirror bundle."""
+    return f"{FOLDER}/{deployment}/{cache_key}.{kind}"
 
 
 def wanted_files(deployment: str, cache_key: str):
     """Which files of a mirror bundle a boot downloads: everything but other deployments' and keys' artifacts."""
-    own = relative_path(deployment, cache_key)
-    return lambda path: not path.startswith(FOLDER + "/") or path == own
+    own = {relative_path(deployment, cache_key, kind) for kind in KINDS}
+    return lambda path: not path.startswith(FOLDER + "/") or path in own
+
+
+def _inductor_dir() -> Path:
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    return Path(cache_dir())
+
+
+def _kinds() -> tuple[str, ...]:
+    chosen = os.environ.get(KIND_ENV)
+    return (chosen,) if chosen else KINDS
 
 
 def load(folder: Path | None, deployment: str, cache_key: str) -> bool:
-    """Load the artifact for this key from `folder` (COMPILE_CACHE overrides it); True if one was loaded."""
+    """Load this key's artifact from `folder` (COMPILE_CACHE overrides it); True if one was loaded."""
     root = Path(os.environ[LOAD_ENV]) if os.environ.get(LOAD_ENV) else folder
     if root is None:
         return False
-    path = root / relative_path(deployment, cache_key)
-    if not path.is_file():
-        others = sorted(p.stem for p in path.parent.glob("*.bin")) if path.parent.is_dir() else []
+    found = [root / relative_path(deployment, cache_key, kind) for kind in _kinds()]
+    found = [path for path in found if path.is_file()]
+    if not found:
+        here = root / FOLDER / deployment
+        others = sorted(p.name for p in here.iterdir()) if here.is_dir() else []
         log_event("compile_cache.none", wanted=cache_key, found=others, action="compiling from scratch")
         return False
-    started = time.perf_counter()
-    info = torch.compiler.load_cache_artifacts(path.read_bytes())
-    log_event("compile_cache.loaded", path=str(path), bytes=path.stat().st_size, seconds=round(time.perf_counter() - started, 2),
-              artifacts={k: len(v) for k, v in (getattr(info, "artifacts", None) or {}).items()})
+    path, started = found[0], time.perf_counter()
+    if path.suffix == ".tar":
+        target = _inductor_dir()
+        target.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(path) as archive:
+            archive.extractall(target, filter="data")  # "data": nothing outside target, no links out, no devices
+        detail = {"into": str(target)}
+    else:
+        info = torch.compiler.load_cache_artifacts(path.read_bytes())
+        detail = {"artifacts": {k: len(v) for k, v in (getattr(info, "artifacts", None) or {}).items()}}
+    log_event("compile_cache.loaded", path=str(path), bytes=path.stat().st_size,
+              seconds=round(time.perf_counter() - started, 2), **detail)
     return True
 
 
 # Where compile time goes (torch._dynamo.utils.compile_times): tracing is never cached, lowering and the
-# Triton kernels are; a warm boot that is still slow shows which.
+# kernels are; a warm boot that is still slow shows which.
 _TIMED = {"_compile.compile_inner": "total", "bytecode_tracing": "dynamo_trace", "build_guards": "guards",
-          "create_aot_dispatcher_function": "aot", "compile_fx_inner": "inductor", "async_compile.wait": "triton"}
+          "create_aot_dispatcher_function": "aot", "compile_fx_inner": "inductor", "async_compile.wait": "kernels",
+          "PyCodeCache.load_by_key_path": "load_compiled"}
 
 
 def stats() -> dict:
@@ -92,19 +124,33 @@ def stats() -> dict:
     return found
 
 
-def save(deployment: str, cache_key: str) -> Path | None:
-    """Write what this process compiled under SAVE_COMPILE_CACHE (if set); returns the artifact's path."""
+def save(deployment: str, cache_key: str) -> list[Path]:
+    """Write both kinds of artifact for what this process compiled under SAVE_COMPILE_CACHE (if set)."""
     if not os.environ.get(SAVE_ENV):
-        return None
+        return []
+    folder = Path(os.environ[SAVE_ENV])
+    written = []
     result = torch.compiler.save_cache_artifacts()
     if result is None:
         log_event("compile_cache.save", saved=False, reason="nothing was compiled in this process")
-        return None
-    data, _ = result
-    path = Path(os.environ[SAVE_ENV]) / relative_path(deployment, cache_key)
+        return []
+    path = folder / relative_path(deployment, cache_key, "bin")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".partial")
-    tmp.write_bytes(data)
+    _write_atomically(path, lambda tmp: tmp.write_bytes(result[0]))
+    written.append(path)
+    path = folder / relative_path(deployment, cache_key, "tar")
+
+    def pack(tmp: Path) -> None:
+        with tarfile.open(tmp, "w") as archive:  # uncompressed: unpacking at boot must be fast
+            archive.add(_inductor_dir(), arcname=".", filter=lambda m: None if m.name.startswith("./locks") else m)
+
+    _write_atomically(path, pack)
+    written.append(path)
+    log_event("compile_cache.save", saved=True, paths=[str(p) for p in written], bytes=[p.stat().st_size for p in written])
+    return written
+
+
+def _write_atomically(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    write(tmp)
     os.replace(tmp, path)
-    log_event("compile_cache.save", saved=True, path=str(path), bytes=len(data))
-    return path

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from shared import compile_cache
 from tests.conftest import ROOT
 
@@ -25,23 +27,32 @@ SCRIPT = textwrap.dedent("""
 
 
 def _process(tmp_path, name, **env):
-    run_env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / f"inductor-{name}"), **env}
+    env.pop("TRITON_CACHE_DIR", None)
+    run_env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPILE_CACHE", "SAVE_COMPILE_CACHE"))}
+    run_env.update(TORCHINDUCTOR_CACHE_DIR=str(tmp_path / f"inductor-{name}"), **env)
     out = subprocess.run([sys.executable, "-c", SCRIPT], env=run_env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_an_artifact_turns_a_new_process_compile_into_cache_hits(tmp_path):
-    made = tmp_path / "artifacts"
-    cold = _process(tmp_path, "cold", SAVE_COMPILE_CACHE=str(made))
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """Artifacts of one cold process (both kinds)."""
+    tmp_path = tmp_path_factory.mktemp("made")
+    cold = _process(tmp_path, "cold", SAVE_COMPILE_CACHE=str(tmp_path / "artifacts"))
     assert not cold["loaded"] and cold["inductor.fxgraph_cache_miss"] == 1
-    assert (made / compile_cache.relative_path("demo", "key1")).is_file()
-    warm = _process(tmp_path, "warm", COMPILE_CACHE=str(made))
+    return tmp_path / "artifacts"
+
+
+@pytest.mark.parametrize("kind", compile_cache.KINDS)
+def test_an_artifact_turns_a_new_process_compile_into_cache_hits(made, tmp_path, kind):
+    assert (made / compile_cache.relative_path("demo", "key1", kind)).is_file()
+    warm = _process(tmp_path, "warm", COMPILE_CACHE=str(made), COMPILE_CACHE_KIND=kind)
     assert warm["loaded"] and warm.get("inductor.fxgraph_cache_hit") == 1 and "inductor.fxgraph_cache_miss" not in warm
 
 
 def test_an_artifact_of_another_key_is_not_loaded_and_one_line_says_so(tmp_path, caplog):
-    other = tmp_path / compile_cache.relative_path("demo", "torch9.9-other-gpu")
+    other = tmp_path / compile_cache.relative_path("demo", "torch9.9-other-gpu", "tar")
     other.parent.mkdir(parents=True)
     other.write_bytes(b"not for this machine")
     with caplog.at_level(logging.INFO, logger="cogdeploy"):
@@ -57,5 +68,5 @@ def test_the_key_names_what_compiled_code_depends_on():
 
 def test_a_boot_fetches_only_its_own_artifact():
     wanted = compile_cache.wanted_files("smollm3-3b", "k")
-    assert wanted("model.safetensors") and wanted("compile-cache/smollm3-3b/k.bin")
-    assert not wanted("compile-cache/smollm3-3b/other.bin") and not wanted("compile-cache/gemma3-4b-it/k.bin")
+    assert wanted("model.safetensors") and wanted("compile-cache/smollm3-3b/k.bin") and wanted("compile-cache/smollm3-3b/k.tar")
+    assert not wanted("compile-cache/smollm3-3b/other.tar") and not wanted("compile-cache/gemma3-4b-it/k.tar")
