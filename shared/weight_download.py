@@ -28,7 +28,7 @@ import json
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -229,8 +229,13 @@ class MirrorDownload:
                 with open(self._partial(f), "ab") as handle:
                     handle.truncate(f.size)  # preallocate; chunks are written at their offsets
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="weights") as pool:
-            for future in [pool.submit(self._chunk, f, i, manifest.chunk_size, progress) for f, i in todo]:
-                future.result()
+            futures = [pool.submit(self._chunk, f, i, manifest.chunk_size, progress) for f, i in todo]
+            try:
+                for future in as_completed(futures):
+                    future.result()
+            except BaseException:
+                pool.shutdown(cancel_futures=True)  # a bad file or a dead mirror: stop, keep what verified
+                raise
         for f in files:
             if not self._complete(f):
                 os.replace(self._partial(f), self.dest / f.path)
@@ -252,10 +257,12 @@ class MirrorDownload:
         return self.dest / (f.path + ".partial.done")
 
     def _missing_chunks(self, f: FileEntry) -> list[int]:
+        # The log names each verified chunk by its sha256: a chunk verified against another manifest (the
+        # bundle was published again) is fetched again.
         done = set()
         if self._partial(f).is_file() and self._done_log(f).is_file():
-            done = {int(line) for line in self._done_log(f).read_text().split() if line.isdigit()}
-        return [i for i in range(len(f.chunks)) if i not in done]
+            done = {tuple(line.split()) for line in self._done_log(f).read_text().splitlines()}
+        return [i for i, digest in enumerate(f.chunks) if (str(i), digest) not in done]
 
     def _chunk(self, f: FileEntry, index: int, chunk_size: int, progress: _Progress) -> None:
         start, end = f.chunk_range(index, chunk_size)
@@ -269,7 +276,7 @@ class MirrorDownload:
                 "is not the one the manifest was made from; re-publish it")
         with self.log_lock:
             with open(self._done_log(f), "a") as log:
-                log.write(f"{index}\n")
+                log.write(f"{index} {digest}\n")
 
     def _fetch_range(self, f: FileEntry, start: int, end: int, state: dict, progress: _Progress) -> None:
         offset = state["offset"]
