@@ -41,7 +41,7 @@ class Checkpoint:
     assets: str  # folder under shared/assets with the vendored config and chat template
     gated: bool = False
     # The Hub files a deployment loads (snapshot allow-patterns): what the mirror holds and a boot fetches.
-    files: tuple[str, ...] = ("*.json", "*.safetensors", "*.jinja", "tokenizer.model")
+    files: tuple[str, ...] = ("*.json", "*.safetensors", "*.jinja", "*.txt", "tokenizer.model")
 
     @property
     def assets_dir(self) -> Path:
@@ -58,7 +58,7 @@ class Lora:
     # What the trigger adds to the prompt: "{trigger}" is replaced by the canonical trigger word.
     prompt_template: str
     scale: float = 1.0
-    rank: int = 16  # the rank of the tiny/synthetic stand-in adapter; the hub file carries its own
+    rank: int = 16  # the published file's rank (its stand-ins copy it: shared/builders/loras.py)
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,6 @@ class Deployment:
     checkpoint: Checkpoint
     task: str  # "text-to-image" | "image-to-image" | "text-generation" | "image-text-to-text"
     loras: tuple[Lora, ...] = ()
-    # rank every adapter is padded to for hot-swap; must be >= the largest adapter rank
-    lora_target_rank: int = 0
     description: str = ""
     # One real request per deployment: used by `make demo`, the README and the canary cases.
     # "@name" values are files under shared/assets/examples/.
@@ -78,6 +76,12 @@ class Deployment:
     @property
     def folder(self) -> Path:
         return REPO_ROOT / "deployments" / self.name
+
+    @property
+    def lora_target_rank(self) -> int:
+        """The hot-swap slot's rank: every adapter is padded to it, so it is the largest published rank
+        (a larger slot only adds LoRA matmul work to every step)."""
+        return max((lora.rank for lora in self.loras), default=0)
 
     @property
     def replicate_model(self) -> str:
@@ -124,7 +128,7 @@ STYLE_LORAS = (
     ),
 )
 
-_FLUX_COMMON = dict(checkpoint=FLUX_DEV, loras=STYLE_LORAS, lora_target_rank=64)
+_FLUX_COMMON = dict(checkpoint=FLUX_DEV, loras=STYLE_LORAS)
 
 DEPLOYMENTS: dict[str, Deployment] = {
     d.name: d

@@ -1,8 +1,8 @@
 """The LoRA trigger router: a trigger word picks a style adapter, hot-swapped into one compiled slot.
 
-Every style shares one adapter slot. `enable_lora_hotswap(target_rank=...)` before the first load pads
-all adapters to one rank, so a later `load_lora_weights(..., hotswap=True)` only copies weights into
-the existing tensors: the base model is never reloaded and a compiled transformer never recompiles.
+Every style shares one adapter slot: every layer any style targets, at the largest published rank. Each
+adapter is padded to exactly that shape, so a `load_lora_weights(..., hotswap=True)` only copies weights
+into the existing tensors: the base model is never reloaded and a compiled transformer never recompiles.
 "No trigger" hot-swaps in an all-zero adapter of the same shape, which is exactly the base model
 (the LoRA branch adds zeros), without the graph change that unloading would cause.
 """
@@ -68,28 +68,31 @@ class LoraTriggerRouter:
         """Keep every adapter in host memory and prepare the pipeline for hot-swapping.
 
         `adapters` maps adapter name to a state dict from `load_normalized` (scaling baked in). Must run
-        before the transformer is compiled. The first adapter loaded fixes which layers carry a LoRA;
-        the others must target the same layers or a subset (PEFT's hot-swap rule), so the first load is
-        an all-zero adapter over the union of every adapter's layers: the slot starts as the base model.
+        before the transformer is compiled. Every adapter, and the all-zero base, is padded with zeros to
+        one shape: every layer any adapter targets, at `target_rank` (`pad_to_slot`). The published files
+        differ in both (rank 8 on 342 layers, rank 16 on 494), and diffusers turns mixed ranks in a file
+        without alphas into an alpha pattern that PEFT's hot-swap then refuses, deleting the slot. Padded
+        adapters are the same function (the extra rank rows and columns are zero) and every swap is a plain
+        copy of identical tensors.
         """
         missing = {lora.name for lora in self.loras} - set(adapters)
         if missing:
             raise ValueError(f"no weights for LoRA(s): {sorted(missing)}")
         too_big = {n: _rank(sd) for n, sd in adapters.items() if _rank(sd) > target_rank}
         if too_big:
-            raise ValueError(f"LoRA rank above lora_target_rank={target_rank}: {too_big}")
-        self._state_dicts = {n: {k: v.to("cpu") for k, v in sd.items()} for n, sd in adapters.items()}
-        base: dict[str, torch.Tensor] = {}
-        for sd in self._state_dicts.values():
-            for k, v in sd.items():
-                base.setdefault(k, torch.zeros_like(v))
-        self._state_dicts[BASE] = base
+            raise ValueError(f"LoRA rank above the slot's rank {target_rank}: {too_big}")
+        shapes = slot_shapes(adapters.values())
+        self._state_dicts = {n: pad_to_slot(sd, shapes, target_rank) for n, sd in adapters.items()}
+        self._state_dicts[BASE] = pad_to_slot({}, shapes, target_rank)
         pipe.enable_lora_hotswap(target_rank=target_rank)
-        pipe.load_lora_weights(dict(self._state_dicts[BASE]), adapter_name=SLOT)
+        # A copy: the first load takes these tensors as the slot's parameters when no padding is left to do,
+        # and every later hot-swap would then write into the kept base adapter.
+        pipe.load_lora_weights({k: v.clone() for k, v in self._state_dicts[BASE].items()}, adapter_name=SLOT)
         self._pipe = pipe
         self._active = BASE
-        log_event("lora.attached", adapters=sorted(adapters), target_rank=target_rank,
-                  ranks={n: _rank(sd) for n, sd in adapters.items()})
+        log_event("lora.attached", adapters=sorted(adapters), target_rank=target_rank, layers=len(shapes),
+                  ranks={n: _rank(sd) for n, sd in adapters.items()},
+                  layers_per_adapter={n: len(sd) // 2 for n, sd in adapters.items()})
 
     def activate(self, route: Route) -> bool:
         """Hot-swap the route's adapter into the slot; returns whether a swap happened."""
@@ -107,6 +110,31 @@ class LoraTriggerRouter:
 
 def _rank(state_dict: dict[str, torch.Tensor]) -> int:
     return max(v.shape[0] for k, v in state_dict.items() if "lora_A" in k)
+
+
+def slot_shapes(adapters) -> dict[str, tuple[int, int, torch.dtype]]:
+    """Every layer any adapter targets: its LoRA prefix -> (in_features, out_features, dtype)."""
+    shapes = {}
+    for sd in adapters:
+        for key, a in sd.items():
+            if ".lora_A." in key:
+                prefix = key.split(".lora_A.")[0]
+                shapes.setdefault(prefix, (a.shape[1], sd[f"{prefix}.lora_B.weight"].shape[0], a.dtype))
+    return shapes
+
+
+def pad_to_slot(state_dict: dict[str, torch.Tensor], shapes: dict, rank: int) -> dict[str, torch.Tensor]:
+    """`state_dict` on every layer of the slot at `rank`, in host memory: zero rows of lora_A and columns of
+    lora_B add nothing (B @ A is unchanged), and a layer the adapter lacks gets zeros."""
+    out = {}
+    for prefix, (fan_in, fan_out, dtype) in shapes.items():
+        a, b = torch.zeros(rank, fan_in, dtype=dtype), torch.zeros(fan_out, rank, dtype=dtype)
+        if f"{prefix}.lora_A.weight" in state_dict:
+            own_a, own_b = state_dict[f"{prefix}.lora_A.weight"], state_dict[f"{prefix}.lora_B.weight"]
+            a[: own_a.shape[0]] = own_a.to("cpu", dtype)
+            b[:, : own_b.shape[1]] = own_b.to("cpu", dtype)
+        out[f"{prefix}.lora_A.weight"], out[f"{prefix}.lora_B.weight"] = a, b
+    return out
 
 
 def load_normalized(pipeline_cls, location: str, lora: Lora, **kwargs) -> dict[str, torch.Tensor]:

@@ -109,9 +109,15 @@ def test_hot_swap_never_recompiles_a_compiled_transformer(compiled):
     graphs = counter.frame_count
     assert graphs >= 2, "both repeated block classes should have been compiled"
     outputs = [_image(runner, t) for t in ("Anime", "GHIBSKY", None, "Cinematic")]
+    # Every trigger (adapters of rank 8 on 342 layers and rank 16 on 494, as published), in both orders,
+    # with the base model between: one slot, plain copies, no recompile.
+    triggers = runner.router.triggers
+    for trigger in [*triggers, None, *reversed(triggers), None, "GHIBSKY"]:
+        _image(runner, trigger, size=(128, 128))
     assert counter.frame_count == graphs, "a LoRA swap recompiled the transformer"
     assert not np.array_equal(outputs[0], outputs[1])
     assert np.abs(outputs[0] - outputs[2]).mean() > 1.0
+    assert np.array_equal(outputs[1], _image(runner, "GHIBSKY")), "swapping back reproduces the style"
 
 
 def test_the_recompile_check_can_fail(compiled):
