@@ -45,9 +45,24 @@ class _StopFlag:
         return self.stop.is_set()
 
 
+# Reasoning models write their reasoning between these tags; users must see where it ends, so the stream
+# keeps them even where the tokenizer marks them special (decoding with skip_special_tokens would drop them).
+KEPT_TOKENS = ("<think>", "</think>")
+
+
+def hidden_token_ids(tokenizer) -> list[int]:
+    """The special tokens a user never sees in the text (end of turn, padding...), all but KEPT_TOKENS."""
+    special = set(tokenizer.all_special_ids)
+    special |= {i for i, token in tokenizer.added_tokens_decoder.items() if token.special}
+    return sorted(special - {tokenizer.convert_tokens_to_ids(t) for t in KEPT_TOKENS})
+
+
 def _counting_streamer(tokenizer):
-    """A TextIteratorStreamer that also counts the tokens generated (decoded text can re-tokenize differently)."""
+    """A TextIteratorStreamer that counts the tokens generated (decoded text can re-tokenize differently)
+    and shows every token but the hidden special ones."""
     from transformers import TextIteratorStreamer
+
+    hidden = torch.tensor(hidden_token_ids(tokenizer))
 
     class CountingStreamer(TextIteratorStreamer):
         generated = 0
@@ -55,9 +70,11 @@ def _counting_streamer(tokenizer):
         def put(self, value):
             if not (self.skip_prompt and self.next_tokens_are_prompt):
                 self.generated += int(value.numel())
+                value = value.cpu()
+                value = value[~torch.isin(value, hidden)]
             super().put(value)
 
-    return CountingStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    return CountingStreamer(tokenizer, skip_prompt=True, skip_special_tokens=False)
 
 
 class TextGenerationRunner(BaseRunner):
@@ -170,7 +187,8 @@ class TextGenerationRunner(BaseRunner):
         text = self.tokenizer.apply_chat_template(messages, chat_template=self.template, tokenize=False,
                                                   add_generation_prompt=True, **template_kwargs)
         if images:
-            enc = self.tokenizer(text=text, images=images, return_tensors="pt")
+            # The template already starts with BOS (Gemma's does): the processor must not add another.
+            enc = self.tokenizer(text=text, images=images, return_tensors="pt", add_special_tokens=False)
         else:
             enc = self.text_tokenizer(text, return_tensors="pt", add_special_tokens=False)
         return {k: v.to(self.model.device) for k, v in enc.items()}

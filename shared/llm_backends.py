@@ -17,6 +17,26 @@ from .quantize import apply_hqq
 from .runtime import cache_dir, log_event, require
 
 
+# A serving container makes no network call it was not asked for. The switches each library's own source
+# reads (checked in the wheels of the pinned versions, 2026-11-25), set before it is imported:
+NO_NETWORK_ENV = {
+    # pruna 0.3.4 pruna/telemetry/metrics.py: an OTLP metrics exporter is built at import; counters are
+    # recorded only when PRUNA_METRICS_ENABLED is "true" (it defaults to its config.yaml otherwise).
+    "PRUNA_METRICS_ENABLED": "false",
+    # OpenTelemetry's SDK (the exporter above) becomes a no-op provider.
+    "OTEL_SDK_DISABLED": "true",
+    # unsloth 2026.10.9 unsloth/models/_utils.py get_statistics(): from_pretrained downloads README files of
+    # unslothai/* from the Hub (up to 120 s, raising TimeoutError) unless this variable is set.
+    "UNSLOTH_DISABLE_STATISTICS": "1",
+}
+
+
+def quiet_libraries() -> None:
+    """Set NO_NETWORK_ENV (an operator's own value wins)."""
+    for name, value in NO_NETWORK_ENV.items():
+        os.environ.setdefault(name, value)
+
+
 def hqq_quantize(model, *, via: str, device: str, dtype: torch.dtype, nbits: int = 4, group_size: int = 64):
     """HQQ 4-bit weights: through Pruna's `smash` on GPU, through hqq directly on CPU.
 
@@ -24,10 +44,8 @@ def hqq_quantize(model, *, via: str, device: str, dtype: torch.dtype, nbits: int
     Returns (model, path).
     """
     if via == "pruna":
-        # Pruna exports telemetry at import unless told not to; a serving container must not phone home.
-        os.environ.setdefault("PRUNA_DISABLE_TELEMETRY", "1")
+        quiet_libraries()
         pruna = require("pruna", install="pruna==0.3.4", purpose="Pruna HQQ quantization")
-        pruna.telemetry.set_telemetry_metrics(False)
         config = pruna.SmashConfig({"hqq": {"weight_bits": nbits, "group_size": group_size,
                                             "compute_dtype": "torch.bfloat16" if dtype == torch.bfloat16 else "torch.float16"}},
                                    device=device)
@@ -84,6 +102,7 @@ def load_with_unsloth(dep, source, *, device: str, dtype: torch.dtype, max_seq_l
         model, tok = text_builder.load_causal_lm(dep, source, device=device, dtype=dtype)
         log_event("backend", path="transformers", reason="Unsloth needs a GPU")
         return model, tok, "transformers (CPU)"
+    quiet_libraries()
     unsloth = require("unsloth", install="unsloth==2026.10.9", purpose="Unsloth inference")
     location, kwargs = source.location, {}
     if source.is_random:

@@ -21,7 +21,7 @@ from .tokenizers import chat_tokenizer
 
 @dataclass(frozen=True)
 class ChatSpec:
-    """What a tiny tokenizer for this model must carry."""
+    """What a tiny tokenizer for this model must carry, and how the real one treats it."""
 
     special_tokens: tuple[str, ...]
     bos: str | None
@@ -29,17 +29,26 @@ class ChatSpec:
     pad: str
     stop: tuple[str, ...] = ()  # extra end-of-turn tokens generation stops on
     extra: tuple[tuple[str, str], ...] = ()  # named special tokens (e.g. Gemma's image tokens)
+    plain: tuple[str, ...] = ()  # single tokens that are not special (kept by skip_special_tokens)
+    adds_bos: bool = False  # whether encoding puts BOS in front
 
 
 CHAT_SPECS = {
-    "smollm3": ChatSpec(("<|begin_of_text|>", "<|end_of_text|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"),
-                        bos=None, eos="<|im_end|>", pad="<|im_end|>"),
+    # SmolLM3-3B tokenizer_config.json (a07cc9a): <think>/</think> are added tokens with "special": false;
+    # bos_token null, so nothing is put in front; <|im_end|> is the eos.
+    "smollm3": ChatSpec(("<|begin_of_text|>", "<|end_of_text|>", "<|im_start|>", "<|im_end|>"),
+                        bos=None, eos="<|im_end|>", pad="<|im_end|>", plain=("<think>", "</think>")),
+    # Phi-4-reasoning-plus: no tokenizer_config.json could be read offline (docs/models.md), so the think tags
+    # stay special here: the other case from SmolLM3's, and the one that hides them if handled wrong. Its
+    # turns end with <|im_end|> whatever the eos is.
     "phi3": ChatSpec(("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|im_sep|>", "<think>", "</think>", "<|dummy_85|>"),
-                     bos="<|endoftext|>", eos="<|im_end|>", pad="<|dummy_85|>"),
+                     bos="<|endoftext|>", eos="<|im_end|>", pad="<|dummy_85|>", stop=("<|im_end|>",)),
+    # Gemma 3's tokenizer puts <bos> in front of every encoding (add_bos_token), and its chat template starts
+    # with {{ bos_token }} as well.
     "gemma3": ChatSpec(("<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<end_of_image>",
                         "<image_soft_token>"), bos="<bos>", eos="<eos>", pad="<pad>", stop=("<end_of_turn>",),
                        extra=(("boi_token", "<start_of_image>"), ("eoi_token", "<end_of_image>"),
-                              ("image_token", "<image_soft_token>"))),
+                              ("image_token", "<image_soft_token>")), adds_bos=True),
 }
 
 # Toy sizes that keep each architecture's shape: grouped-query ratios, SmolLM3's every-4th-layer NoPE,
@@ -86,7 +95,7 @@ def chat_template(dep: Deployment) -> str:
 def tokenizer_for(dep: Deployment, model_type: str):
     spec = CHAT_SPECS[model_type]
     return chat_tokenizer(list(spec.special_tokens), bos=spec.bos, eos=spec.eos, pad=spec.pad,
-                          chat_template=chat_template(dep),
+                          chat_template=chat_template(dep), plain_tokens=spec.plain, adds_bos=spec.adds_bos,
                           extra={"extra_special_tokens": dict(spec.extra)} if spec.extra else None)
 
 

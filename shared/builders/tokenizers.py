@@ -53,15 +53,26 @@ def chat_tokenizer(
     eos: str,
     pad: str,
     chat_template: str,
+    plain_tokens: tuple[str, ...] = (),
+    adds_bos: bool = False,
     extra: dict | None = None,
     vocab_size: int = 600,
 ):
-    """A fast byte-level BPE tokenizer with the given special tokens and chat template."""
-    from tokenizers import Tokenizer
+    """A fast byte-level BPE tokenizer with the given special tokens and chat template.
+
+    `plain_tokens` are single tokens that are not special (decoding with skip_special_tokens keeps them, as
+    SmolLM3's real tokenizer keeps <think>); `adds_bos` puts `bos` in front of every encoding, as Gemma's does.
+    """
+    from tokenizers import AddedToken, Tokenizer, processors
     from transformers import PreTrainedTokenizerFast
 
+    backend = Tokenizer.from_str(_trained(tuple(special_tokens), vocab_size))
+    backend.add_tokens([AddedToken(t, special=False, normalized=False) for t in plain_tokens])
+    if adds_bos:
+        backend.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, backend.token_to_id(bos))])
     tok = PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_str(_trained(tuple(special_tokens), vocab_size)),
+        tokenizer_object=backend,
         bos_token=bos,
         eos_token=eos,
         pad_token=pad,
