@@ -11,12 +11,12 @@ import time
 import torch
 from cog import BaseRunner
 
-from . import catalog, compile as selective_compile, compile_cache, options as opts, quantize, weights
+from . import catalog, compile as selective_compile, compile_cache, options as opts, quantize, user_lora, weights
 from .builders import flux as flux_builder
 from .builders.loras import STANDIN_VERSION, write_random_lora
 from .images import save
 from .lora_router import LoraTriggerRouter, load_normalized
-from .runtime import (Phases, cache_dir, explain_oom, log_event, peak_memory_gb, resolve_seed, select_device,
+from .runtime import (InputError, Phases, cache_dir, explain_oom, log_event, peak_memory_gb, resolve_seed, select_device,
                       seed_everything)
 
 # Sizes: FLUX packs 2x2 latent patches over an 8x VAE, so sides must be multiples of 16.
@@ -100,6 +100,7 @@ class FluxLoraRunner(BaseRunner):
         with phases("loras"):
             self.router = LoraTriggerRouter(self.dep.loras)
             self.router.attach(self.pipe, self._load_loras(), target_rank=self.dep.lora_target_rank)
+            self.user_loras = user_lora.AdapterCache()
         with phases("compile_cache"):
             compile_cache.load(self.source.local_path, self.dep.name, cache_key)
         with phases("optimize"):
@@ -136,9 +137,9 @@ class FluxLoraRunner(BaseRunner):
     def warmup_inputs(self) -> dict:
         raise NotImplementedError
 
-    def generate_image(self, call: dict, *, steps: int, guidance: float, seed: int, route):
+    def generate_image(self, call: dict, *, steps: int, guidance: float, seed: int, route, lora_scale: float = 1.0):
         """One generation with the route's adapter hot-swapped in; `call` holds the task's own arguments."""
-        swapped = self.router.activate(route)
+        swapped = self.router.activate(route, lora_scale)
         generator = seed_everything(seed)
         with explain_oom("width/height or num_inference_steps"), torch.inference_mode():
             result = self.pipe(
@@ -147,20 +148,32 @@ class FluxLoraRunner(BaseRunner):
             )
         return result.images[0], swapped
 
+    def route(self, trigger_word: str | None, lora_weights: str | None):
+        """A style by trigger word, or the user's own LoRA (downloaded, checked, kept ready), or the base model."""
+        if not lora_weights:
+            return self.router.route(trigger_word)
+        if trigger_word and trigger_word.strip():
+            raise InputError("lora_weights", "use either trigger_word (a built-in style) or lora_weights (your own LoRA), "
+                                             "not both")
+        path = self.user_loras.fetch(lora_weights)
+        adapter = user_lora.read_adapter(self.pipeline_cls, path, self.router.shapes, self.router.rank)
+        return self.router.route_user(path.name, adapter)
+
     def run_and_save(self, *, prompt: str, trigger_word: str | None, seed: int | None, steps: int,
-                     guidance: float, output_format: str, output_quality: int, call: dict, report: dict):
+                     guidance: float, output_format: str, output_quality: int, call: dict, report: dict,
+                     lora_weights: str | None = None, lora_scale: float = 1.0):
         """Route, generate, save and report: the body both FLUX deployments share."""
         started = time.perf_counter()
-        route = self.router.route(trigger_word)
+        route = self.route(trigger_word, lora_weights)
         seed = resolve_seed(seed)
-        log_event("predict.start", deployment=self.dep.name, trigger=route.trigger, adapter=route.lora and route.lora.name,
-                  seed=seed, steps=steps, **report)
+        log_event("predict.start", deployment=self.dep.name, trigger=route.trigger, adapter=route.adapter,
+                  lora_scale=lora_scale, seed=seed, steps=steps, **report)
         image, swapped = self.generate_image({"prompt": route.apply_to(prompt), **call}, steps=steps,
-                                             guidance=guidance, seed=seed, route=route)
+                                             guidance=guidance, seed=seed, route=route, lora_scale=lora_scale)
         path = save(image, output_format, output_quality)
         seconds = round(time.perf_counter() - started, 3)
         for key, value in {"seed": seed, "width": image.width, "height": image.height,
-                           "lora": route.lora.name if route.lora else "none", **report}.items():
+                           "lora": "user" if route.user else route.lora.name if route.lora else "none", **report}.items():
             self.record_metric(key, value)
         log_event("predict.end", deployment=self.dep.name, seconds=seconds, hot_swapped=swapped, output=str(path),
                   bytes=path.stat().st_size, size=f"{image.width}x{image.height}", peak_gpu_gb=peak_memory_gb())

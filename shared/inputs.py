@@ -49,6 +49,18 @@ def trigger_word(dep: Deployment) -> dict:
                 + ", ".join(triggers) + ". Leave empty for the base model.")
 
 
+def lora_weights(dep: Deployment) -> dict:
+    """A user's own LoRA (shared/user_lora.py): its description states the slot's rank."""
+    return dict(default=None, description="Your own FLUX LoRA instead of a style: an http(s) URL of a .safetensors file "
+                f"(diffusers, kohya or ai-toolkit layout; rank {dep.lora_target_rank} or less, on the transformer "
+                "blocks' layers). Downloaded once and cached; hot-swapped without recompiling.")
+
+
+LORA_SCALE = dict(default=1.0, ge=-1.0, le=3.0,
+                  description="Strength of the LoRA, a style or your own: 0 is the base model, 1 as trained.")
+
+
 def contract(dep: Deployment) -> dict[str, dict]:
     """Every shared input definition, with the ones that depend on the deployment filled in."""
-    return {**SHARED, **({"trigger_word": trigger_word(dep)} if dep.loras else {})}
+    loras = {"trigger_word": trigger_word(dep), "lora_weights": lora_weights(dep), "lora_scale": LORA_SCALE}
+    return {**SHARED, **(loras if dep.loras else {})}

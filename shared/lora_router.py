@@ -24,6 +24,11 @@ BASE = "__base__"  # the all-zero adapter: the base model
 class Route:
     trigger: str | None  # canonical spelling, or None for the base model
     lora: Lora | None
+    user: str | None = None  # a user's own adapter (its key in the router), instead of a style
+
+    @property
+    def adapter(self) -> str:
+        return self.user or (self.lora.name if self.lora else BASE)
 
     def apply_to(self, prompt: str) -> str:
         if self.lora is None:
@@ -44,8 +49,11 @@ class LoraTriggerRouter:
                     raise ValueError(f"trigger {trigger!r} is claimed by two LoRAs")
                 self._by_trigger[key] = (trigger, lora)
         self._state_dicts: dict[str, dict[str, torch.Tensor]] = {}
-        self._active: str | None = None
+        self._active: tuple[str, float] | None = None  # (adapter, scale) in the slot
+        self._user: tuple[str, dict[str, torch.Tensor]] | None = None  # the last user adapter, slot-ready
         self._pipe = None
+        self.shapes: dict = {}
+        self.rank = 0
 
     @property
     def triggers(self) -> list[str]:
@@ -81,7 +89,8 @@ class LoraTriggerRouter:
         too_big = {n: _rank(sd) for n, sd in adapters.items() if _rank(sd) > target_rank}
         if too_big:
             raise ValueError(f"LoRA rank above the slot's rank {target_rank}: {too_big}")
-        shapes = slot_shapes(adapters.values())
+        shapes = self.shapes = slot_shapes(adapters.values())
+        self.rank = target_rank
         self._state_dicts = {n: pad_to_slot(sd, shapes, target_rank) for n, sd in adapters.items()}
         self._state_dicts[BASE] = pad_to_slot({}, shapes, target_rank)
         pipe.enable_lora_hotswap(target_rank=target_rank)
@@ -89,24 +98,36 @@ class LoraTriggerRouter:
         # and every later hot-swap would then write into the kept base adapter.
         pipe.load_lora_weights({k: v.clone() for k, v in self._state_dicts[BASE].items()}, adapter_name=SLOT)
         self._pipe = pipe
-        self._active = BASE
+        self._active = (BASE, 1.0)
         log_event("lora.attached", adapters=sorted(adapters), target_rank=target_rank, layers=len(shapes),
                   ranks={n: _rank(sd) for n, sd in adapters.items()},
                   layers_per_adapter={n: len(sd) // 2 for n, sd in adapters.items()})
 
-    def activate(self, route: Route) -> bool:
-        """Hot-swap the route's adapter into the slot; returns whether a swap happened."""
-        name = BASE if route.lora is None else route.lora.name
-        if name == self._active:
+    def route_user(self, key: str, adapter: dict[str, torch.Tensor]) -> Route:
+        """A route to a user's adapter (checked to fit: shared/user_lora.py), kept ready for the slot."""
+        if self._user is None or self._user[0] != key:
+            self._user = (key, pad_to_slot(adapter, self.shapes, self.rank))
+        return Route(None, None, user=key)
+
+    def activate(self, route: Route, scale: float = 1.0) -> bool:
+        """Hot-swap the route's adapter, at `scale`, into the slot; returns whether a swap happened."""
+        name = route.adapter
+        if name == BASE:
+            scale = 1.0  # zeros at any scale
+        if (name, scale) == self._active:
             return False
+        weights = self._user[1] if route.user else self._state_dicts[name]
+        if scale != 1.0:  # baked into lora_B, like alpha/r: a PEFT scaling would be a recompile under compile
+            weights = {k: v * scale if ".lora_B." in k else v for k, v in weights.items()}
         # load_lora_weights consumes the dict it is given: pass a shallow copy.
-        self._pipe.load_lora_weights(dict(self._state_dicts[name]), adapter_name=SLOT, hotswap=True)
-        self._active = name
+        self._pipe.load_lora_weights(dict(weights), adapter_name=SLOT, hotswap=True)
+        self._active = (name, scale)
         return True
 
     @property
     def active(self) -> str | None:
-        return self._active
+        return self._active[0] if self._active else None
+
 
 def _rank(state_dict: dict[str, torch.Tensor]) -> int:
     return max(v.shape[0] for k, v in state_dict.items() if "lora_A" in k)
@@ -138,15 +159,23 @@ def pad_to_slot(state_dict: dict[str, torch.Tensor], shapes: dict, rank: int) ->
 
 
 def load_normalized(pipeline_cls, location: str, lora: Lora, **kwargs) -> dict[str, torch.Tensor]:
-    """A LoRA's transformer weights with its alpha/r and catalog scale baked into lora_B.
-
-    Adapters loaded from a plain dict get scaling 1 in PEFT, and hot-swapping between adapters whose
-    scalings differ would need the scaling tensors updated too; baking the factor into the weights
-    makes every adapter a pure weight copy, and honours `Lora.scale` at zero cost per request.
-    """
+    """A LoRA's transformer weights with its alpha/r and catalog scale baked into lora_B (see `normalize`)."""
     state_dict, alphas, metadata = pipeline_cls.lora_state_dict(
         location, return_alphas=True, return_lora_metadata=True, **kwargs
     )
+    out = normalize(state_dict, alphas, metadata, lora.scale, what=lora.name)
+    if not out:
+        raise ValueError(f"LoRA {lora.repo_id} has no transformer weights")
+    return out
+
+
+def normalize(state_dict: dict, alphas: dict | None, metadata: dict | None, scale: float, *, what: str) -> dict:
+    """Transformer weights with alpha/r and `scale` baked into lora_B.
+
+    Adapters loaded from a plain dict get scaling 1 in PEFT, and hot-swapping between adapters whose
+    scalings differ would need the scaling tensors updated too; baking the factor into the weights
+    makes every adapter a pure weight copy, and a scale costs nothing per step.
+    """
     # diffusers returns adapter metadata flattened ("transformer.lora_alpha") or nested by component.
     meta = metadata or {}
     global_alpha = meta.get("transformer.lora_alpha", (meta.get("transformer") or {}).get("lora_alpha", meta.get("lora_alpha")))
@@ -159,12 +188,8 @@ def load_normalized(pipeline_cls, location: str, lora: Lora, **kwargs) -> dict[s
             prefix = key.split(".lora_B.")[0]
             rank = state_dict[f"{prefix}.lora_A.weight"].shape[0]
             alpha = alphas.get(f"{prefix}.alpha", global_alpha) if alphas else global_alpha
-            factor = (float(alpha) / rank if alpha is not None else 1.0) * lora.scale
-            value = value * factor
+            value = value * ((float(alpha) / rank if alpha is not None else 1.0) * scale)
         out[key] = value
     if dropped:
-        log_event("lora.keys_dropped", adapter=lora.name, count=len(dropped),
-                  reason="only transformer layers are hot-swapped")
-    if not out:
-        raise ValueError(f"LoRA {lora.repo_id} has no transformer weights")
+        log_event("lora.keys_dropped", adapter=what, count=len(dropped), reason="only transformer layers are hot-swapped")
     return out

@@ -19,12 +19,19 @@ class MirrorServer:
         self.root, self.prefix, self.token = Path(root), prefix.rstrip("/"), token
         self.cut_after: dict[str, int] = {}  # relative path -> bytes sent before the connection drops (once)
         self.broken: set[str] = set()  # relative paths answered with 500
+        self.drip: dict[str, float] = {}  # relative path -> seconds between bytes (a server that never stops sending)
         self.served = 0  # body bytes sent
         self.requests: list[tuple[str, str | None]] = []  # (relative path, Range header)
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def add(self, rel: str, data: bytes) -> str:
+        """Put a file on the server; returns its URL."""
+        (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (self.root / rel).write_bytes(data)
+        return f"{self.url}/{rel}"
 
     @property
     def url(self) -> str:
@@ -76,7 +83,15 @@ class MirrorServer:
                 if cut is not None:
                     body = body[:cut]  # fewer bytes than Content-Length, then the connection closes
                     self.close_connection = True
-                self.wfile.write(body)
+                if rel in mirror.drip:
+                    import time
+
+                    for i in range(len(body)):
+                        self.wfile.write(body[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(mirror.drip[rel])
+                else:
+                    self.wfile.write(body)
                 with mirror.lock:
                     mirror.served += len(body)
 

@@ -31,6 +31,8 @@ class Runner(FluxLoraRunner):
         image: Path = Input(description="Starting image (file or URL): PNG, JPEG or WebP."),
         prompt: str = Input(description="What to generate.", min_length=1),
         trigger_word: Optional[str] = Input(default=None, description="Style LoRA to apply, by trigger word (case-insensitive): Cinematic, Photographic, Anime, Manga, Digital art, Pixel art, Fantasy art, Neonpunk, 3D Model, Painting, Animation, Illustration, GHIBSKY. Leave empty for the base model."),
+        lora_weights: Optional[str] = Input(default=None, description="Your own FLUX LoRA instead of a style: an http(s) URL of a .safetensors file (diffusers, kohya or ai-toolkit layout; rank 16 or less, on the transformer blocks' layers). Downloaded once and cached; hot-swapped without recompiling."),
+        lora_scale: float = Input(default=1.0, ge=-1.0, le=3.0, description="Strength of the LoRA, a style or your own: 0 is the base model, 1 as trained."),
         strength: float = Input(default=0.7, ge=0.0, le=1.0, description="How much to change the image: low stays close to it, 1 ignores it. At least one denoising step must run (strength x num_inference_steps >= 1)."),
         num_inference_steps: int = Input(default=30, ge=1, le=50, description="Denoising steps: more is slower and finer."),
         guidance_scale: float = Input(default=3.5, ge=0.0, le=10.0, description="How closely the image follows the prompt."),
@@ -47,7 +49,8 @@ class Runner(FluxLoraRunner):
             log_event("size.rounded", input=f"{source.width}x{source.height}", used=f"{w}x{h}",
                       reason=f"sides must be multiples of {SIZE_MULTIPLE} within {MIN_SIDE}-{MAX_SIDE}")
         return self.run_and_save(
-            prompt=prompt, trigger_word=trigger_word, seed=seed, steps=num_inference_steps, guidance=guidance_scale,
+            prompt=prompt, trigger_word=trigger_word, lora_weights=lora_weights, lora_scale=lora_scale, seed=seed,
+            steps=num_inference_steps, guidance=guidance_scale,
             output_format=output_format, output_quality=output_quality,
             call={"image": source, "strength": strength, "width": w, "height": h},
             report={"input_size": f"{source.width}x{source.height}"},

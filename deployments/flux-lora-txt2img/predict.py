@@ -27,6 +27,8 @@ class Runner(FluxLoraRunner):
         self,
         prompt: str = Input(description="What to generate.", min_length=1),
         trigger_word: Optional[str] = Input(default=None, description="Style LoRA to apply, by trigger word (case-insensitive): Cinematic, Photographic, Anime, Manga, Digital art, Pixel art, Fantasy art, Neonpunk, 3D Model, Painting, Animation, Illustration, GHIBSKY. Leave empty for the base model."),
+        lora_weights: Optional[str] = Input(default=None, description="Your own FLUX LoRA instead of a style: an http(s) URL of a .safetensors file (diffusers, kohya or ai-toolkit layout; rank 16 or less, on the transformer blocks' layers). Downloaded once and cached; hot-swapped without recompiling."),
+        lora_scale: float = Input(default=1.0, ge=-1.0, le=3.0, description="Strength of the LoRA, a style or your own: 0 is the base model, 1 as trained."),
         height: int = Input(default=768, ge=256, le=1440, description="Height in pixels (rounded to a multiple of 16)."),
         width: int = Input(default=768, ge=256, le=1440, description="Width in pixels (rounded to a multiple of 16)."),
         num_inference_steps: int = Input(default=30, ge=1, le=50, description="Denoising steps: more is slower and finer."),
@@ -39,7 +41,8 @@ class Runner(FluxLoraRunner):
         if (w, h) != (width, height):
             log_event("size.rounded", asked=f"{width}x{height}", used=f"{w}x{h}", multiple=SIZE_MULTIPLE)
         return self.run_and_save(
-            prompt=prompt, trigger_word=trigger_word, seed=seed, steps=num_inference_steps, guidance=guidance_scale,
+            prompt=prompt, trigger_word=trigger_word, lora_weights=lora_weights, lora_scale=lora_scale, seed=seed,
+            steps=num_inference_steps, guidance=guidance_scale,
             output_format=output_format, output_quality=output_quality,
             call={"width": w, "height": h}, report={"asked_size": f"{width}x{height}"},
         )

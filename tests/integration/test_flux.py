@@ -109,3 +109,28 @@ def test_strength_too_low_for_any_step_fails_naming_the_field(server, example_im
 
 def test_img2img_strength_out_of_range_is_rejected(server, example_image):
     assert "maximum of 1" in rejected(server(I2I).predict({"image": example_image, "prompt": "x", "strength": 1.5}), "strength")
+
+
+def test_a_users_own_lora_is_served_and_a_bad_one_is_an_input_error(server, tmp_path):
+    """`lora_weights`: a URL the server downloads, checks and hot-swaps in; one that does not fit fails the
+    prediction naming the field, and the server keeps serving."""
+    import torch
+    from diffusers import FluxPipeline
+
+    from shared import catalog
+    from shared.builders import flux as flux_builder
+    from tests.mirror_server import MirrorServer
+    from tests.unit.test_user_lora import lora_bytes
+
+    tiny = flux_builder.build_random(catalog.get(T2I), tiny=True, device="cpu", dtype=torch.float32,
+                                     pipeline_cls=FluxPipeline).transformer
+    with MirrorServer(tmp_path, prefix="/files") as files:
+        good, too_big = files.add("mine.safetensors", lora_bytes(tiny)), files.add("r32.safetensors", lora_bytes(tiny, rank=32))
+        base = ok(server(T2I).predict(FAST))
+        mine = ok(server(T2I).predict({**FAST, "lora_weights": good}))
+        assert mine["metrics"]["lora"] == "user" and np.abs(pixels(mine) - pixels(base)).mean() > 1.0
+        body = failed(server(T2I).predict({**FAST, "lora_weights": too_big}))
+        assert "lora_weights: layer" in body["error"] and "rank 32, the slot holds at most 16" in body["error"]
+        both = failed(server(T2I).predict({**FAST, "lora_weights": good, "trigger_word": "Anime"}))
+        assert "not both" in both["error"]
+        assert np.array_equal(pixels(ok(server(T2I).predict({**FAST, "lora_weights": good}))), pixels(mine))
