@@ -65,6 +65,30 @@ def test_a_user_lora_is_hot_swapped_like_a_style_without_a_recompile(compiled, m
     assert sum(1 for path, _ in mirror.requests if path == "mine.safetensors") == 1, "downloaded once"
 
 
+def kohya_bytes(transformer, rank=4) -> bytes:
+    """A LoRA in kohya's FLUX layout (BFL module names, fused qkv, alpha keys), which diffusers converts."""
+    from safetensors.torch import save
+
+    width = transformer.config.num_attention_heads * transformer.config.attention_head_dim
+    g = torch.Generator("cpu").manual_seed(9)
+    state = {}
+    for name, fan_in, fan_out in [("double_blocks_0_img_attn_qkv", width, 3 * width),
+                                  ("single_blocks_0_linear2", 5 * width, width)]:
+        state[f"lora_unet_{name}.lora_down.weight"] = torch.randn(rank, fan_in, generator=g)
+        state[f"lora_unet_{name}.lora_up.weight"] = torch.randn(fan_out, rank, generator=g)
+        state[f"lora_unet_{name}.alpha"] = torch.tensor(float(rank))
+    return save(state)
+
+
+def test_a_kohya_lora_is_converted_and_swapped_in(compiled, mirror):
+    runner, counter = compiled
+    url = mirror.add("kohya.safetensors", kohya_bytes(runner.pipe.transformer))
+    base = _image(runner)
+    graphs = counter.frame_count
+    assert np.abs(_image(runner, lora=url) - base).mean() > 0.5
+    assert counter.frame_count == graphs
+
+
 def test_lora_scale_zero_is_the_base_model_and_scale_changes_the_style(compiled, mirror):
     runner, counter = compiled
     url = mirror.add("scaled.safetensors", lora_bytes(runner.pipe.transformer, seed=4))
