@@ -7,7 +7,8 @@ stable, ...), so drift in the machine or the network lands on both sides. Then, 
     functional  every candidate prediction succeeded
     sanity      each output decodes, has the expected size/format/length, is not black, flat or looping
     semantic    same seed, same answer: image SSIM, text embedding similarity and length ratio
-    latency     median seconds (the server's predict_time) not slower than stable by a set ratio
+    latency     not slower than stable by a set ratio, at a set false-alarm rate: a paired rank test over
+                interleaved pairs of the server's predict_time, with more pairs only while it is close
 
 A verdict is `pass`, `regression` (the candidate is worse: exit 1) or `error` (the canary could not
 judge: stable failed, a target was unreachable, a case does not fit stable: exit 2).
@@ -141,7 +142,9 @@ def run_case(out: Outcome, case, stable, candidate, samples: int) -> None:
     out.outputs[case.name, "stable"], out.outputs[case.name, "candidate"] = s_outputs[0], c_outputs[0]
     if check_sanity(out, case, s_outputs, c_outputs):
         check_semantic(out, case, s_outputs[0], c_outputs[0])
-    check_latency(out, case, s_ok, c_ok)
+    ok_pairs = [(s, c) for s, c in pairs if s.ok and c.ok]
+    if ok_pairs:
+        check_latency(out, case, ok_pairs, lambda: (_predict(stable, request), _predict(candidate, request)))
 
 
 def read_output(target, case, prediction: Prediction):
@@ -189,14 +192,56 @@ def check_semantic(out: Outcome, case, s_output, c_output) -> None:
             REGRESSION if failures else PASS, "; ".join(failures), similarity)
 
 
-def check_latency(out: Outcome, case, s_ok: list[Prediction], c_ok: list[Prediction]) -> None:
-    s_med = statistics.median(p.seconds for p in s_ok)
-    c_med = statistics.median(p.seconds for p in c_ok)
-    ratio = c_med / max(s_med, 1e-9)
-    slower = ratio > T.MAX_LATENCY_RATIO and c_med - s_med > T.LATENCY_NOISE_FLOOR_S
-    out.add(case.name, "latency", f"{s_med:.3f} s", f"{c_med:.3f} s (x{ratio:.2f})", REGRESSION if slower else PASS,
-            f"limit x{T.MAX_LATENCY_RATIO}; seconds: stable {_list(s_ok)}, candidate {_list(c_ok)}", ratio)
+@dataclass(frozen=True)
+class LatencyVerdict:
+    slower: bool
+    ratio: float  # median of the pairs' candidate / stable
+    p_value: float  # that the candidate is not slower at all, one-sided
+    pairs: int
+
+    @property
+    def close(self) -> bool:
+        """Looks slower but is not shown to be: worth more pairs (3 noisy pairs can hide a 2x slowdown)."""
+        return not self.slower and self.ratio > T.LATENCY_LOOK_AGAIN_RATIO
+
+    def describe(self) -> str:
+        sure = "regression" if self.slower else "inconclusive" if self.close else "pass"
+        return (f"{sure}: {self.pairs} interleaved pairs, median ratio x{self.ratio:.2f} (limit x{T.MAX_LATENCY_RATIO}), "
+                f"p={self.p_value:.4f} that it is not slower (regression below {T.LATENCY_ALPHA / len(T.LATENCY_LOOKS):.4f})")
 
 
-def _list(predictions: list[Prediction]) -> str:
-    return " ".join(f"{p.seconds:.3f}" for p in predictions)
+def latency_verdict(pairs: list[tuple[float, float]]) -> LatencyVerdict:
+    """Is the candidate slower, and by more than MAX_LATENCY_RATIO? Each pair was taken back to back, so a
+    busy machine slows both of its members: the test is on the pairs' ratios, not on two separate medians."""
+    import numpy as np
+    from scipy.stats import wilcoxon
+
+    stable, candidate = (np.maximum(np.array(side), 1e-6) for side in zip(*pairs, strict=True))
+    log_ratio = np.log(candidate / stable)
+    ratio = float(np.exp(np.median(log_ratio)))
+    p = 1.0 if np.all(log_ratio == 0) else float(wilcoxon(log_ratio, alternative="greater", method="exact").pvalue)
+    slower = (p <= T.LATENCY_ALPHA / len(T.LATENCY_LOOKS) and ratio > T.MAX_LATENCY_RATIO
+              and float(np.median(candidate) - np.median(stable)) > T.LATENCY_NOISE_FLOOR_S)
+    return LatencyVerdict(slower, ratio, p, len(pairs))
+
+
+def check_latency(out: Outcome, case, pairs: list[tuple[Prediction, Prediction]], more) -> None:
+    """`pairs` of successful predictions; `more()` takes one more interleaved pair, while the result is close."""
+    seconds = [(s.seconds, c.seconds) for s, c in pairs]
+    for look in T.LATENCY_LOOKS:
+        while len(seconds) < look:
+            s, c = more()
+            if s.ok and c.ok:
+                seconds.append((s.seconds, c.seconds))
+        verdict = latency_verdict(seconds)
+        if not verdict.close:
+            break  # decided; more pairs only while the candidate looks slower but is not shown to be
+    s_med, c_med = (statistics.median(side) for side in zip(*seconds, strict=True))
+    out.add(case.name, "latency", f"{s_med:.3f} s", f"{c_med:.3f} s (x{verdict.ratio:.2f})",
+            REGRESSION if verdict.slower else PASS,
+            f"{verdict.describe()}; seconds: stable {_list(s for s, _ in seconds)}, candidate {_list(c for _, c in seconds)}",
+            verdict.ratio)
+
+
+def _list(seconds) -> str:
+    return " ".join(f"{x:.3f}" for x in seconds)

@@ -23,6 +23,31 @@ def variants(tmp_path_factory):
     return serve
 
 
+def _spin(stop):
+    while not stop.is_set():
+        sum(i * i for i in range(10_000))
+
+
+@pytest.fixture
+def cpu_burner():
+    """Every core busy with other work for the whole test, as on a shared CI machine: one spinning process a
+    core, in a new process group (they die with the test even if it fails)."""
+    import multiprocessing
+    import os
+
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    burners = [context.Process(target=_spin, args=(stop,), daemon=True) for _ in range(os.cpu_count() or 2)]
+    for p in burners:
+        p.start()
+    yield len(burners)
+    stop.set()
+    for p in burners:
+        p.join(timeout=10)
+        if p.is_alive():
+            p.kill()
+
+
 @pytest.fixture(scope="session")
 def stable(server):
     """The unmodified deployment's Cog server (tests/conftest.py), kept for the session."""
