@@ -42,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
             return promote(argv[1:])
         if argv[:1] == ["latest"]:
             return latest(argv[1:])
+        if argv[:1] == ["bootstrap"]:
+            return first_release(argv[1:])
+        if argv[:1] == ["pins-commit"]:
+            return pins_commit(argv[1:])
         return check(argv)
     except (TargetError, LookupError, ValueError) as e:
         print(f"canary: {redact(str(e))}", file=sys.stderr)
@@ -113,6 +117,8 @@ def promote(argv: list[str]) -> int:
     p.add_argument("--candidate", required=True, help=f"{REPLICATE_OWNER}/<deployment>:<version>")
     p.add_argument("--update-replicate-deployment", action="store_true",
                    help=f"also point the Replicate deployment {REPLICATE_OWNER}/<deployment> at the version")
+    p.add_argument("--no-pin", action="store_true", help="leave canary/pins.json alone (a release commits its pins "
+                                                          "in one job: `python -m canary pins-commit`)")
     args = p.parse_args(argv)
     if why := pins.problem(args.deployment, args.candidate):
         raise ValueError(why)
@@ -121,20 +127,61 @@ def promote(argv: list[str]) -> int:
         call(f"deployment:{owner}/{name}", "update deployment", replicate_client().deployments.update, owner, name,
              version=args.candidate.rsplit(":", 1)[1])
         print(f"Replicate deployment {owner}/{name} now serves {args.candidate}")
-    pins.pin(args.deployment, args.candidate)
-    print(f"canary/pins.json: {args.deployment} stable = {args.candidate}")
+    if not args.no_pin:
+        pins.pin(args.deployment, args.candidate)
+        print(f"canary/pins.json: {args.deployment} stable = {args.candidate}")
     return 0
 
 
 def latest(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m canary latest", description="print the newest version of a model")
     p.add_argument("--deployment", choices=list(DEPLOYMENTS), required=True)
+    p.add_argument("--test-model", action="store_true",
+                   help=f"of {REPLICATE_OWNER}/<deployment>-test, where a release pushes its candidate first")
     args = p.parse_args(argv)
-    model = DEPLOYMENTS[args.deployment].replicate_model
+    model = DEPLOYMENTS[args.deployment].replicate_model + ("-test" if args.test_model else "")
     found = call(model, "get model", replicate_client().models.get, model)
     if found.latest_version is None:
         raise LookupError(f"{model} has no version yet: push one with `cog push r8.im/{model}`")
     print(f"{model}:{found.latest_version.id}")
+    return 0
+
+
+def first_release(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m canary bootstrap",
+                                description="a first release (no stable pin yet): the candidate's schema is the "
+                                            "repository's, and every case succeeds with a sane output")
+    p.add_argument("--deployment", choices=list(DEPLOYMENTS), required=True)
+    p.add_argument("--candidate", required=True, help="Cog URL or owner/model:version")
+    p.add_argument("--samples", type=int, default=T.DEFAULT_SAMPLES)
+    p.add_argument("--out", type=Path, default=REPO_ROOT / "outputs" / "canary")
+    args = p.parse_args(argv)
+    from shared.schema import committed
+
+    outcome = runner.bootstrap(args.deployment, parse(args.candidate), committed(args.deployment), samples=args.samples)
+    md_path, json_path = report.write(outcome, args.out)
+    print(report.markdown(outcome))
+    print(f"report: {md_path}\n        {json_path}")
+    return outcome.exit_code
+
+
+def pins_commit(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m canary pins-commit",
+                                description="commit every promoted pin in one commit, rebased onto main until it lands")
+    p.add_argument("pins", nargs="*", type=Path, help="files holding one owner/model:version each (release artifacts)")
+    args = p.parse_args(argv)
+    updates = {}
+    for path in args.pins:
+        ref = path.read_text().strip()
+        model = ref.split(":")[0]
+        name = model.split("/")[-1]
+        if name not in DEPLOYMENTS:
+            raise ValueError(f"{path}: {ref!r} is not a version of a deployment's model")
+        updates[name] = ref
+    if not updates:
+        print("no pins to commit")
+        return 0
+    print(f"pins committed in {pins.commit(updates, REPO_ROOT)}: " + ", ".join(f"{d}={r}" for d, r in updates.items()))
     return 0
 
 

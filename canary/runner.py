@@ -92,6 +92,38 @@ def run(deployment: str, stable, candidate, *, samples: int = T.DEFAULT_SAMPLES,
     return out
 
 
+def bootstrap(deployment: str, candidate, committed_schema: dict, *, samples: int = T.DEFAULT_SAMPLES) -> Outcome:
+    """A first release, with no stable to compare against: the candidate's schema is the repository's
+    (nothing a client could rely on is missing), and every case succeeds with a sane output."""
+    cases = case_files.load(deployment)
+    out = Outcome(deployment, "(none: first release)", str(candidate), case_files.version(deployment), samples)
+    try:
+        c_schema = candidate.schema()
+    except TargetError as e:
+        out.add(ALL_CASES, "schema", "?", "?", ERROR, str(e))
+        return out
+    check_schemas(out, committed_schema, c_schema, allow_default_changes=False)
+    for case in cases:
+        if rejected := case_files.invalid_for(case, c_schema):
+            out.add(case.name, "schema", "-", "rejects", REGRESSION, "; ".join(rejected))
+            continue
+        predictions = [_predict(candidate, case.request()) for _ in range(samples)]
+        bad = next((p for p in predictions if not p.ok), None)
+        out.add(case.name, "functional", "-", f"{sum(p.ok for p in predictions)}/{samples} succeeded",
+                (ERROR if bad.status == "unreachable" else REGRESSION) if bad else PASS, bad.error if bad else "")
+        if bad:
+            continue
+        try:
+            outputs = [read_output(candidate, case, p) for p in predictions]
+        except (TargetError, ValueError, OSError) as e:
+            out.add(case.name, "sanity", "-", "unreadable", REGRESSION, str(e))
+            continue
+        found = next((p for p in (problems(case, o) for o in outputs) if p), [])
+        out.add(case.name, "sanity", "-", ", ".join(found) or "ok", REGRESSION if found else PASS,
+                "candidate output: " + ", ".join(found) if found else "")
+    return out
+
+
 def check_schemas(out: Outcome, s_schema: dict, c_schema: dict, allow_default_changes: bool) -> None:
     findings = schema_compat.compare(s_schema, c_schema, allow_default_changes=allow_default_changes)
     n_s, n_c = (len(s["components"]["schemas"]["Input"]["properties"]) for s in (s_schema, c_schema))

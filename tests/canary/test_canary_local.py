@@ -120,3 +120,19 @@ def _cog(url):
     from canary.targets import CogTarget
 
     return CogTarget(url)
+
+
+@pytest.mark.integration
+def test_a_first_release_is_judged_without_a_stable(stable, variants, tmp_path):
+    """No pin yet: the bootstrap checks pass the real deployment and stop a broken first version."""
+    from canary.runner import bootstrap
+    from shared.schema import committed
+
+    args = ["bootstrap", "--deployment", IMAGE, "--samples", "1", "--out", str(tmp_path)]
+    assert main([*args, "--candidate", stable(IMAGE).url]) == 0
+    with variants(IMAGE, "black") as black:
+        outcome = bootstrap(IMAGE, _cog(black.url), committed(IMAGE), samples=1)
+    assert outcome.exit_code == 1 and _regressions(outcome) == {"sanity"}, outcome.rows
+    with variants(IMAGE, "removed-input") as removed:
+        outcome = bootstrap(IMAGE, _cog(removed.url), committed(IMAGE), samples=1)
+    assert "schema" in _regressions(outcome), outcome.rows
