@@ -67,7 +67,11 @@ class CogServer:
 
     def start(self) -> "CogServer":
         self.launch()
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()  # a failed setup must not leave a server (with the caller's secrets in its env) behind
+            raise
         return self
 
     def launch(self) -> "CogServer":
@@ -119,13 +123,19 @@ class CogServer:
         return found
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        try:  # whatever is left of its process group: the worker of a server that exited on its own
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     def __enter__(self) -> "CogServer":
         return self.start()

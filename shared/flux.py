@@ -165,6 +165,7 @@ class FluxLoraRunner(BaseRunner):
         """Route, generate, save and report: the body both FLUX deployments share."""
         started = time.perf_counter()
         route = self.route(trigger_word, lora_weights)
+        steps = int(steps)  # the server passes an integral float (2.0) through as it came: diffusers wants an int
         seed = resolve_seed(seed)
         log_event("predict.start", deployment=self.dep.name, trigger=route.trigger, adapter=route.adapter,
                   lora_scale=lora_scale, seed=seed, steps=steps, **report)

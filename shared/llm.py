@@ -24,13 +24,21 @@ from .runtime import (InputError, Phases, explain_oom, log_event, peak_memory_gb
                       seed_everything)
 
 
+KEEP_ARTIFACTS = 100  # text artifacts kept per deployment: a long-running container's disk must not fill
+
+
 def artifact_dir() -> Path:
     return Path(os.environ.get("ARTIFACT_DIR", Path(tempfile.gettempdir()) / "cogdeploy-artifacts"))
 
 
+# Below this, dividing the logits by the temperature overflows (1e-45 gave "probability tensor contains
+# inf, nan"); the distribution is one-hot long before, so it is greedy.
+GREEDY_BELOW = 1e-3
+
+
 def sampling_kwargs(temperature: float, top_p: float) -> dict:
-    """temperature 0 (or top_p 0) means greedy: the most likely token every step."""
-    if temperature == 0 or top_p == 0:
+    """temperature 0 (or below GREEDY_BELOW), or top_p 0, means greedy: the most likely token every step."""
+    if temperature < GREEDY_BELOW or top_p == 0:
         return {"do_sample": False}
     return {"do_sample": True, "temperature": float(temperature), "top_p": float(top_p)}
 
@@ -202,6 +210,10 @@ class TextGenerationRunner(BaseRunner):
         inputs = self.encode(messages, template_kwargs or {}, images=images)
         prompt_tokens = int(inputs["input_ids"].shape[1])
         limit = self.max_positions()
+        max_new_tokens = int(max_new_tokens)  # the server passes an integral float (4.0) through as it came
+        if prompt_tokens >= limit:
+            raise InputError("prompt", f"has {prompt_tokens} tokens with the chat template; the context window holds "
+                                       f"{limit}, with room left for max_new_tokens")
         if prompt_tokens + max_new_tokens > limit:
             raise InputError("max_new_tokens", f"the prompt has {prompt_tokens} tokens, so max_new_tokens must be at most "
                              f"{limit - prompt_tokens} (context window {limit})")
@@ -255,10 +267,12 @@ class TextGenerationRunner(BaseRunner):
                   peak_gpu_gb=peak_memory_gb())
 
     def persist(self, text: str) -> Path:
-        """Keep the full output as a .txt artifact next to the prediction (ARTIFACT_DIR)."""
+        """Keep the full output as a .txt artifact (ARTIFACT_DIR), the newest KEEP_ARTIFACTS of them."""
         folder = artifact_dir() / self.dep.name
         folder.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), suffix=".txt", dir=folder)
+        for old in sorted(folder.glob("*.txt"))[:-KEEP_ARTIFACTS + 1 or None]:  # names sort by creation time
+            old.unlink(missing_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f"{time.time_ns():020d}-", suffix=".txt", dir=folder)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         return Path(name)
