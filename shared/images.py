@@ -22,6 +22,16 @@ MAX_INPUT_SIDE = 4096
 KEEP_OUTPUTS = 8
 
 
+def sent_file(value, field: str = "image") -> Path:
+    """The file a client sent. Cog hands an upload, a data: URI or an http(s) URL to run() as a Path to a file
+    it wrote in the temp folder; any other text arrives as a plain string, a path on this server, which must
+    never be read (it made /etc/passwd an input, and the errors told which files exist). Refused unseen."""
+    path = Path(value) if isinstance(value, os.PathLike) else None
+    if path is None or Path(tempfile.gettempdir()).resolve() not in path.resolve().parents:
+        raise InputError(field, "must be an uploaded file, a data: URI or an http(s) URL (PNG, JPEG or WebP)")
+    return path
+
+
 def load_rgb(path, field: str = "image") -> Image.Image:
     """The image as a viewer shows it (EXIF orientation applied, 16-bit tones scaled, not clipped), in RGB,
     at most MAX_INPUT_SIDE a side."""

@@ -10,7 +10,7 @@ from typing import Optional
 from cog import Input, Path
 
 from shared.flux import MAX_SIDE, MIN_SIDE, SIZE_MULTIPLE, FluxLoraRunner
-from shared.images import fit_size, load_rgb
+from shared.images import fit_size, load_rgb, sent_file
 from shared.runtime import InputError, log_event
 
 
@@ -43,7 +43,7 @@ class Runner(FluxLoraRunner):
         if int(num_inference_steps * strength) < 1:
             raise InputError("strength", f"{strength} with num_inference_steps={num_inference_steps} runs no denoising step; "
                              f"use strength >= {1 / num_inference_steps:.3f} (range 0.0-1.0) or more steps")
-        source = load_rgb(image)
+        source = load_rgb(sent_file(image))
         w, h = fit_size(source.width, source.height, multiple=SIZE_MULTIPLE, max_side=MAX_SIDE, min_side=MIN_SIDE)
         if (w, h) != source.size:
             log_event("size.rounded", input=f"{source.width}x{source.height}", used=f"{w}x{h}",

@@ -12,7 +12,7 @@ from cog import ConcatenateIterator, Input, Path
 
 from shared import compile as selective_compile, llm_backends, prune, quantize
 from shared.builders.text import load_gemma3
-from shared.images import load_rgb
+from shared.images import load_rgb, sent_file
 from shared.llm import TextGenerationRunner
 from shared.options import Option
 
@@ -64,7 +64,7 @@ class Runner(TextGenerationRunner):
         top_p: float = Input(default=0.9, ge=0.0, le=1.0, description="Nucleus sampling: keep the smallest set of tokens whose probability adds up to top_p (0 = greedy)."),
         seed: Optional[int] = Input(default=None, ge=0, le=4294967295, description="Random seed for a repeatable result; leave empty for a random one (the seed used is reported in metrics.seed)."),
     ) -> ConcatenateIterator[str]:
-        picture = load_rgb(image)
+        picture = load_rgb(sent_file(image))
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
         yield from self.stream(messages=messages, images=[picture], max_new_tokens=max_new_tokens,
                                temperature=temperature, top_p=top_p, seed=seed)

@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+from shared.catalog import EXAMPLES
+from shared.cogserver import to_data_uri
 from tests.integration.conftest import decode_image, failed, ok, raw_bytes, rejected
 
 pytestmark = pytest.mark.integration
@@ -134,3 +136,14 @@ def test_a_users_own_lora_is_served_and_a_bad_one_is_an_input_error(server, tmp_
         both = failed(server(T2I).predict({**FAST, "lora_weights": good, "trigger_word": "Anime"}))
         assert "not both" in both["error"]
         assert np.array_equal(pixels(ok(server(T2I).predict({**FAST, "lora_weights": good}))), pixels(mine))
+
+
+@pytest.mark.parametrize("name", [I2I, "gemma3-4b-it"])
+def test_a_path_on_the_server_is_never_read_as_the_image(server, name):
+    """Only what the client sent: a server path is refused with one message, whether the file exists or not."""
+    base = {"prompt": "a cat", "num_inference_steps": 2} if name == I2I else {"prompt": "what is it?", "max_new_tokens": 4}
+    example = EXAMPLES / "landscape.png"
+    errors = [failed(server(name).predict({**base, "image": path}))["error"]
+              for path in ("/etc/passwd", "/etc/nonexistent", str(example))]
+    assert len(set(errors)) == 1 and "image: must be an uploaded file, a data: URI or an http(s) URL" in errors[0]
+    assert ok(server(name).predict({**base, "image": to_data_uri(example)}))
