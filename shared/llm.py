@@ -65,12 +65,12 @@ def hidden_token_ids(tokenizer) -> list[int]:
     return sorted(special - {tokenizer.convert_tokens_to_ids(t) for t in KEPT_TOKENS})
 
 
-def _counting_streamer(tokenizer):
+def _counting_streamer(tokenizer, hidden: torch.Tensor | None = None):
     """A TextIteratorStreamer that counts the tokens generated (decoded text can re-tokenize differently)
-    and shows every token but the hidden special ones."""
+    and shows every token but the `hidden` ones (default: hidden_token_ids)."""
     from transformers import TextIteratorStreamer
 
-    hidden = torch.tensor(hidden_token_ids(tokenizer))
+    hidden = torch.tensor(hidden_token_ids(tokenizer)) if hidden is None else hidden
 
     class CountingStreamer(TextIteratorStreamer):
         generated = 0
@@ -117,6 +117,7 @@ class TextGenerationRunner(BaseRunner):
             self.model, self.tokenizer, self.path = self.load_model()
         self.template = self._template()
         self.stop_ids = self.stop_token_ids()
+        self.hidden_ids = torch.tensor(hidden_token_ids(self.text_tokenizer))  # once: Gemma has thousands of added tokens
         # Every generate() runs on this one thread: CUDA-graph trees (compiled decode) belong to the
         # thread that captured them, and a fresh thread per request failed with an AssertionError.
         self.generation_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
@@ -221,7 +222,7 @@ class TextGenerationRunner(BaseRunner):
         log_event("predict.start", deployment=self.dep.name, seed=seed, prompt_tokens=prompt_tokens,
                   max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, **(template_kwargs or {}))
 
-        streamer = _counting_streamer(self.text_tokenizer)
+        streamer = _counting_streamer(self.text_tokenizer, self.hidden_ids)
         stop = _StopFlag()
         failure: list[BaseException] = []
         generator = seed_everything(seed)  # noqa: F841  (seeds torch's global RNG, which sampling uses)

@@ -123,8 +123,10 @@ def test_same_seed_same_sampled_text_and_different_seed_differs(runners):
 
 def test_prompt_plus_new_tokens_beyond_the_context_is_an_input_error(runners, monkeypatch):
     runner = runners("phi4-reasoning-plus")
-    monkeypatch.setattr(runner, "max_positions", lambda: 100)
-    with pytest.raises(InputError, match="max_new_tokens: the prompt has \\d+ tokens"):
+    prompt_tokens = runner.encode([{"role": "user", "content": "hello there"}], {})["input_ids"].shape[1]
+    monkeypatch.setattr(runner, "max_positions", lambda: prompt_tokens + 50)  # the prompt fits, 90 more do not
+    with pytest.raises(InputError, match=f"max_new_tokens: the prompt has {prompt_tokens} tokens, so max_new_tokens must be "
+                                         "at most 50"):
         _text(runner, max_new_tokens=90)
 
 
