@@ -156,8 +156,8 @@ class FluxLoraRunner(BaseRunner):
             raise InputError("lora_weights", "use either trigger_word (a built-in style) or lora_weights (your own LoRA), "
                                              "not both")
         path = self.user_loras.fetch(lora_weights)
-        adapter = user_lora.read_adapter(self.pipeline_cls, path, self.router.shapes, self.router.rank)
-        return self.router.route_user(path.name, adapter)
+        return self.router.route_user(path.name, lambda: user_lora.read_adapter(self.pipeline_cls, path, self.router.shapes,
+                                                                               self.router.rank))
 
     def run_and_save(self, *, prompt: str, trigger_word: str | None, seed: int | None, steps: int,
                      guidance: float, output_format: str, output_quality: int, call: dict, report: dict,

@@ -103,10 +103,11 @@ class LoraTriggerRouter:
                   ranks={n: _rank(sd) for n, sd in adapters.items()},
                   layers_per_adapter={n: len(sd) // 2 for n, sd in adapters.items()})
 
-    def route_user(self, key: str, adapter: dict[str, torch.Tensor]) -> Route:
-        """A route to a user's adapter (checked to fit: shared/user_lora.py), kept ready for the slot."""
+    def route_user(self, key: str, read) -> Route:
+        """A route to a user's adapter, kept ready for the slot; `read()` gives it (checked to fit:
+        shared/user_lora.py) and is called only when it is not the one already kept."""
         if self._user is None or self._user[0] != key:
-            self._user = (key, pad_to_slot(adapter, self.shapes, self.rank))
+            self._user = (key, pad_to_slot(read(), self.shapes, self.rank))
         return Route(None, None, user=key)
 
     def activate(self, route: Route, scale: float = 1.0) -> bool:
