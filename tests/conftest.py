@@ -10,6 +10,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("WEIGHT_PROFILE", "tiny")
 
+# The environment of every test server: tiny weights, one compute thread. Tiny models gain nothing from a
+# second thread, and on a busy 2-core machine a parallel region waits for whichever of its threads is
+# descheduled: two identical servers then ran 1.6x apart for tens of seconds, which the canary's latency
+# check rightly reads as a persistent slowdown.
+TEST_SERVER_ENV = {"WEIGHT_PROFILE": "tiny", "OMP_NUM_THREADS": "1"}
+
 
 def runner_class(deployment: str):
     """Import deployments/<name>/predict.py as its own module (never as `predict`) and return its Runner."""
@@ -87,7 +93,7 @@ def server():
 
     def get(name: str) -> CogServer:
         if name not in running:
-            running[name] = CogServer(name, env={"WEIGHT_PROFILE": "tiny"}, setup_timeout=300).start()
+            running[name] = CogServer(name, env=TEST_SERVER_ENV, setup_timeout=300).start()
         return running[name]
 
     yield get

@@ -5,6 +5,7 @@ from contextlib import contextmanager
 import pytest
 
 from shared.cogserver import CogServer
+from tests.conftest import TEST_SERVER_ENV
 
 from .planted import variant_folder
 
@@ -17,7 +18,7 @@ def variants(tmp_path_factory):
     @contextmanager
     def serve(deployment: str, plant: str):
         folder = variant_folder(deployment, plant, root)
-        with CogServer(deployment, env={"WEIGHT_PROFILE": "tiny"}, folder=folder, setup_timeout=300) as server:
+        with CogServer(deployment, env=TEST_SERVER_ENV, folder=folder, setup_timeout=300) as server:
             yield server
 
     return serve
