@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
-import time
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .runtime import InputError, cache_dir
+from .runtime import InputError, cache_dir, make_room
 
 OUTPUT_FORMATS = ("png", "webp", "jpg")
 _PIL_FORMAT = {"png": "PNG", "webp": "WEBP", "jpg": "JPEG"}
@@ -64,9 +62,7 @@ def save(image: Image.Image, output_format: str, output_quality: int, stem: str 
         raise InputError("output_format", f"{output_format!r} is not one of {', '.join(OUTPUT_FORMATS)}")
     root = cache_dir() / "outputs" / str(os.getpid())
     root.mkdir(parents=True, exist_ok=True)
-    for old in sorted(root.iterdir())[:-KEEP_OUTPUTS + 1 or None]:  # names sort by creation time
-        shutil.rmtree(old, ignore_errors=True)
-    out = Path(tempfile.mkdtemp(prefix=f"{time.time_ns():020d}-", dir=root)) / f"{stem}.{output_format}"
+    out = Path(tempfile.mkdtemp(prefix=make_room(root, KEEP_OUTPUTS), dir=root)) / f"{stem}.{output_format}"
     kwargs = {} if output_format == "png" else {"quality": int(output_quality)}
     image.save(out, _PIL_FORMAT[output_format], **kwargs)
     return out

@@ -20,7 +20,7 @@ import torch
 from cog import BaseRunner
 
 from . import catalog, compile_cache, llm_backends, options as opts, weights
-from .runtime import (InputError, Phases, explain_oom, log_event, peak_memory_gb, resolve_seed, select_device,
+from .runtime import (InputError, Phases, make_room, explain_oom, log_event, peak_memory_gb, resolve_seed, select_device,
                       seed_everything)
 
 
@@ -271,9 +271,7 @@ class TextGenerationRunner(BaseRunner):
         """Keep the full output as a .txt artifact (ARTIFACT_DIR), the newest KEEP_ARTIFACTS of them."""
         folder = artifact_dir() / self.dep.name
         folder.mkdir(parents=True, exist_ok=True)
-        for old in sorted(folder.glob("*.txt"))[:-KEEP_ARTIFACTS + 1 or None]:  # names sort by creation time
-            old.unlink(missing_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f"{time.time_ns():020d}-", suffix=".txt", dir=folder)
+        fd, name = tempfile.mkstemp(prefix=make_room(folder, KEEP_ARTIFACTS, "*.txt"), suffix=".txt", dir=folder)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         return Path(name)

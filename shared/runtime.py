@@ -32,6 +32,19 @@ def cache_dir() -> Path:
     return Path(os.environ.get("COGDEPLOY_CACHE", Path(tempfile.gettempdir()) / "cogdeploy-cache"))
 
 
+def make_room(folder: Path, keep: int, pattern: str = "*") -> str:
+    """Before adding an entry to `folder`: delete all but the newest `keep` - 1 entries matching `pattern` and
+    return the name prefix the new one takes. Names start with the creation time, so they sort by age."""
+    import shutil
+
+    for old in sorted(folder.glob(pattern))[:-keep + 1 or None]:
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+    return f"{time.time_ns():020d}-"
+
+
 def log_event(event: str, **fields) -> dict:
     """One JSON line per event (model load, prediction start/end), so logs can be parsed and compared."""
     record = {"event": event, **fields}
