@@ -132,18 +132,18 @@ def read_adapter(pipeline_cls, path: Path, shapes: dict, rank: int) -> dict[str,
     adapter = normalize(state_dict, alphas, metadata, 1.0, what="your LoRA")
     if not adapter:
         raise InputError(FIELD, "has no weights for the FLUX transformer (text-encoder LoRAs are not supported)")
-    outside = sorted({k.split(".lora_")[0].removeprefix("transformer.") for k in adapter} -
-                     {p.removeprefix("transformer.") for p in shapes})
+    outside = sorted(p.removeprefix("transformer.") for p in {k.split(".lora_")[0] for k in adapter} - shapes.keys())
     if outside:
         raise InputError(FIELD, f"targets {len(outside)} layer(s) outside the LoRA slot (the Linear layers of the 57 "
                                 f"transformer blocks), e.g. {', '.join(outside[:3])}")
     for key, tensor in adapter.items():
-        prefix, fan_in, fan_out = key.split(".lora_")[0], *shapes[key.split(".lora_")[0]][:2]
-        if ".lora_A." in key and (tensor.shape[0] > rank or tensor.shape[1] != fan_in):
-            problem = f"rank {tensor.shape[0]}, the slot holds at most {rank}" if tensor.shape[0] > rank else \
-                f"{tensor.shape[1]} inputs, the layer has {fan_in}"
-            raise InputError(FIELD, f"layer {prefix.removeprefix('transformer.')}: {problem}")
+        prefix = key.split(".lora_")[0]
+        fan_in, fan_out = shapes[prefix][:2]
+        layer = prefix.removeprefix("transformer.")
+        if ".lora_A." in key and tensor.shape[0] > rank:
+            raise InputError(FIELD, f"layer {layer}: rank {tensor.shape[0]}, the slot holds at most {rank}")
+        if ".lora_A." in key and tensor.shape[1] != fan_in:
+            raise InputError(FIELD, f"layer {layer}: {tensor.shape[1]} inputs, the layer has {fan_in}")
         if ".lora_B." in key and tensor.shape[0] != fan_out:
-            raise InputError(FIELD, f"layer {prefix.removeprefix('transformer.')}: {tensor.shape[0]} outputs, "
-                                    f"the layer has {fan_out}")
+            raise InputError(FIELD, f"layer {layer}: {tensor.shape[0]} outputs, the layer has {fan_out}")
     return adapter
