@@ -16,6 +16,7 @@ judge: stable failed, a target was unreachable, a case does not fit stable: exit
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from dataclasses import asdict, dataclass, field
 
@@ -177,11 +178,10 @@ def run_case(out: Outcome, case, stable, candidate, samples: int) -> None:
     # The first pair warms both servers up for this case (a candidate started just before the canary pays
     # one-time costs its long-running stable does not): it is not timed.
     ok_pairs = [(s, c) for s, c in pairs[1:] if s.ok and c.ok]
-    extra = []
+    added = itertools.count()
 
     def more():  # each new pair sends its two requests in the opposite order to the last one
-        extra.append(None)
-        if len(extra) % 2:
+        if next(added) % 2 == 0:
             c = _predict(candidate, request)
             return _predict(stable, request), c
         return _predict(stable, request), _predict(candidate, request)
