@@ -132,12 +132,14 @@ class FakeReplicate:
 
             def _answer(self, status: int, body, content_type="application/json"):
                 data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                # Logged before the answer goes out: a client that has its answer can read the log (it missed
+                # the last request once, on a busy machine).
+                fake.log.append((self.command, self.path, status))
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
-                fake.log.append((self.command, self.path, status))
 
             def _serve(self):
                 length = int(self.headers.get("Content-Length") or 0)
