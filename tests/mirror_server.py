@@ -83,6 +83,8 @@ class MirrorServer:
                 if cut is not None:
                     body = body[:cut]  # fewer bytes than Content-Length, then the connection closes
                     self.close_connection = True
+                with mirror.lock:  # counted before it goes out: a client that has the bytes can read the count
+                    mirror.served += len(body)
                 if rel in mirror.drip:
                     import time
 
@@ -92,7 +94,5 @@ class MirrorServer:
                         time.sleep(mirror.drip[rel])
                 else:
                     self.wfile.write(body)
-                with mirror.lock:
-                    mirror.served += len(body)
 
         return Handler
