@@ -91,7 +91,7 @@ def bench_flux(args) -> dict:
 
     started = time.perf_counter()
     applied = flux.optimize(runner.pipe, {"text_encoder": "int8", "transformer": args.transformer, "compile": "on",
-                                          "shapes": args.shapes})
+                                          "shapes": args.shapes, "kernel_tuning": args.kernel_tuning})
     one()  # compiles
     compile_s = time.perf_counter() - started
     torch.cuda.reset_peak_memory_stats()
@@ -100,15 +100,40 @@ def bench_flux(args) -> dict:
 
     import torch._dynamo.utils as dynamo_utils
 
+    # Every trigger, the base model and a user's LoRA (tests/unit/test_user_lora.py's file of the real shapes)
+    # through the one compiled slot, then a style again: no new graph may appear.
+    from shared import user_lora
+    from tests.unit.test_user_lora import lora_bytes
+
+    user_file = Path(os.environ.get("TMPDIR", "/tmp")) / "bench-user-lora.safetensors"
+    user_file.write_bytes(lora_bytes(runner.pipe.transformer, rank=8))
+    user = runner.router.route_user("bench-user", lambda: user_lora.read_adapter(
+        runner.pipeline_cls, user_file, runner.router.shapes, runner.router.rank))
     graphs_before = dynamo_utils.counters["stats"]["unique_graphs"]
-    swap_times = []
-    for trigger in ("GHIBSKY", None, "Cinematic", "Anime"):
-        r = runner.router.route(trigger)
+    swap_times = {}
+    routes = [(t, runner.router.route(t)) for lora in runner.dep.loras for t in lora.triggers]
+    for label, r in [*routes, ("none", runner.router.route(None)), ("user", user), ("Anime again", route)]:
         t = time.perf_counter()
         runner.router.activate(r)
-        swap_times.append(time.perf_counter() - t)
+        swap_times[label] = round(time.perf_counter() - t, 4)
         runner.generate_image({"prompt": "x", "width": size, "height": size}, steps=2, guidance=3.5, seed=1, route=r)
     recompiles = dynamo_utils.counters["stats"]["unique_graphs"] - graphs_before
+
+    # What the LoRA slot costs every step (rank-16 adapters on 494 layers, zeros when no style is asked
+    # for): the same compiled transformer without any adapter layer.
+    no_lora = {}
+    try:
+        runner.pipe.unload_lora_weights()
+        torch._dynamo.reset()
+        plain = lambda: runner.pipe(prompt="a lighthouse at dusk", width=size, height=size, num_inference_steps=steps,  # noqa: E731
+                                    guidance_scale=3.5, generator=torch.Generator("cuda").manual_seed(1),
+                                    max_sequence_length=runner.max_sequence_length)
+        plain()  # compiles
+        seconds = timed(plain, args.repeats)
+        med_p = statistics.median(seconds)
+        no_lora = {"seconds_per_image": seconds, "median_s": round(med_p, 3), "ms_per_step": round(1000 * med_p / steps, 1)}
+    except Exception as error:  # noqa: BLE001 - the figures above still stand
+        no_lora = {"error": repr(error)}
 
     med_e, med_o = statistics.median(eager), statistics.median(optimized)
     return {
@@ -119,8 +144,10 @@ def bench_flux(args) -> dict:
                       "ms_per_step": round(1000 * med_o / steps, 1), "peak_gpu_gb": opt_peak,
                       "compile_and_first_image_s": round(compile_s, 1)},
         "speedup": round(med_e / med_o, 3),
-        "lora_hot_swap_s": [round(t, 4) for t in swap_times],
+        "lora_hot_swap_s": swap_times,
         "recompiles_during_swaps": recompiles,
+        "compiled_without_lora": no_lora,
+        "lora_slot_ms_per_step": (round(1000 * (med_o - no_lora["median_s"]) / steps, 1) if "median_s" in no_lora else None),
     }
 
 
@@ -161,7 +188,8 @@ def bench_flux_sizes(args) -> dict:
     modes = {"eager": per_size("eager")}
     for mode in compile_modes:
         torch._dynamo.reset()
-        flux.optimize(runner.pipe, {"text_encoder": "none", "transformer": "none", "compile": "on", "shapes": mode})
+        flux.optimize(runner.pipe, {"text_encoder": "none", "transformer": "none", "compile": "on", "shapes": mode,
+                                     "kernel_tuning": "off"})
         modes[mode] = per_size(mode)
     # Headline figures at the first size (the deployments' default, 768x768).
     steady = {mode: rows[names[0]]["steady_s"] for mode, rows in modes.items()}
@@ -380,6 +408,7 @@ def main() -> int:
     f.add_argument("--repeats", type=int, default=3)
     f.add_argument("--transformer", default="none", choices=["none", "fp8", "int8"])
     f.add_argument("--shapes", default="dynamic", choices=["dynamic", "auto"])
+    f.add_argument("--kernel-tuning", default="off", choices=["off", "on"])
     z = sub.add_parser("flux-sizes")
     z.add_argument("--sizes", default="768x768,320x256,1024x576,512x896")
     z.add_argument("--modes", default="auto,dynamic")

@@ -21,6 +21,16 @@ def default_backend() -> str:
     return os.environ.get("COMPILE_BACKEND") or ("inductor" if torch.cuda.is_available() else "eager")
 
 
+def tune_kernels(enabled: bool) -> None:
+    """Inductor's coordinate-descent tuning: each kernel's launch config is refined by benchmarking its
+    neighbours at first run. Worth it for small, memory-bound decode kernels (gpt-fast and torchao turn
+    it on for int8); for FLUX's dynamic-shape blocks it cost 240 s of a cold boot. Process-wide setting."""
+    from torch._inductor import config as inductor_config
+
+    inductor_config.coordinate_descent_tuning = enabled
+    inductor_config.coordinate_descent_check_all_directions = enabled
+
+
 def compile_blocks(model: nn.Module, block_classes: tuple[str, ...], *, fullgraph: bool = True,
                    backend: str | None = None, mode: str | None = None, dynamic: bool | None = None) -> int:
     """`module.compile()` every submodule whose class name is in `block_classes`; returns how many."""

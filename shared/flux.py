@@ -36,6 +36,9 @@ OPTIONS = {
     # the first new one: a user request pays that. "dynamic" compiles the size-generic graph in setup,
     # which matters most for img2img, whose size follows each input image.
     "shapes": opts.Option("dynamic", "dynamic", ("dynamic", "auto"), "compile for any image size up front, or on first change"),
+    # Coordinate-descent tuning of every Inductor kernel: 240 s more boot (py-spy, H100, cold) for
+    # kernels that are mostly large matmuls already picked by cuBLAS: off unless measured to pay.
+    "kernel_tuning": opts.Option("off", "off", ("off", "on"), "coordinate-descent tuning of compiled kernels (boot time)"),
     # One short generation in setup() so the first user request does not pay for compilation.
     "warmup": opts.Option("on", "off", ("on", "off"), "generate once at setup"),
 }
@@ -58,6 +61,7 @@ def optimize(pipe, chosen: dict[str, str]) -> list[str]:
         applied.append(f"transformer:{chosen['transformer']}")
     if chosen["compile"] == "on":
         backend = selective_compile.default_backend()
+        selective_compile.tune_kernels(chosen["kernel_tuning"] == "on")
         # diffusers' regional compile: compiles each repeated block class once (FluxTransformerBlock,
         # FluxSingleTransformerBlock) and reuses it for all 57 blocks.
         dynamic = chosen["shapes"] == "dynamic"
@@ -70,6 +74,8 @@ def optimize(pipe, chosen: dict[str, str]) -> list[str]:
         pipe.transformer.compile_repeated_blocks(fullgraph=True, backend=backend, dynamic=True if dynamic else None)
         log_event("compile", scope="transformer.repeated_blocks", backend=backend, dynamic=dynamic)
         applied.append("compile:dynamic" if dynamic else "compile")
+        if chosen["kernel_tuning"] == "on":
+            applied.append("kernel_tuning")
     return applied
 
 

@@ -11,6 +11,11 @@ from .runtime import log_event, require
 
 LinearFilter = Callable[[nn.Module, str], bool]
 
+# torchao's configs default to set_inductor_config=True, which switches Inductor's coordinate-descent
+# tuning on for the whole process: quantizing FLUX's (eager) T5 made every later compile tune each kernel,
+# 240 of a 298 s cold boot (py-spy, H100). Tuning is chosen where it pays: compile.tune_kernels().
+KEEP_INDUCTOR_CONFIG = {"set_inductor_config": False}
+
 
 def linear_only(filter_fn: LinearFilter | None) -> LinearFilter:
     """torchao calls the filter on every module: restrict it to nn.Linear, then apply the caller's rule."""
@@ -26,7 +31,7 @@ def apply_int8_weight_only(model: nn.Module, filter_fn: LinearFilter | None = No
     ao = require("torchao", install="torchao==0.18.0", purpose="int8 weight-only quantization")
     filter_fn = linear_only(filter_fn)
     count = _count_linear(model, filter_fn)
-    ao.quantization.quantize_(model, ao.quantization.Int8WeightOnlyConfig(), filter_fn=filter_fn)
+    ao.quantization.quantize_(model, ao.quantization.Int8WeightOnlyConfig(**KEEP_INDUCTOR_CONFIG), filter_fn=filter_fn)
     log_event("quantize", method="torchao.int8_weight_only", linear_layers=count)
     return model
 
@@ -43,7 +48,8 @@ def apply_float8(model: nn.Module, filter_fn: LinearFilter | None = None) -> nn.
         raise RuntimeError("float8 quantization needs a GPU with compute capability 8.9+ (Ada/Hopper)")
     filter_fn = linear_only(filter_fn)
     count = _count_linear(model, filter_fn)
-    ao.quantization.quantize_(model, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()), filter_fn=filter_fn)
+    config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), **KEEP_INDUCTOR_CONFIG)
+    ao.quantization.quantize_(model, config, filter_fn=filter_fn)
     log_event("quantize", method="torchao.float8_per_row", linear_layers=count)
     return model
 

@@ -33,6 +33,9 @@ class Runner(TextGenerationRunner):
         # pay off compiled); blocks: regional compile of its decoder layers. The vision tower runs once
         # per request, eagerly.
         "compile": Option("decode", "off", ("decode", "blocks", "off"), "compile the language model only"),
+        # Coordinate-descent tuning of the compiled int8 kernels (what torchao and gpt-fast turn on): costs
+        # boot time, which the compile artifact carries.
+        "kernel_tuning": Option("on", "off", ("on", "off"), "tune the compiled kernels' launch configs"),
     }
 
     def load_model(self):
@@ -45,6 +48,7 @@ class Runner(TextGenerationRunner):
         if self.options["quantize"] == "int8":
             quantize.apply_int8_weight_only(model, filter_fn=lambda m, name: name.startswith(LANGUAGE_MODEL))
             path.append("int8-weight-only")
+        selective_compile.tune_kernels(self.options["kernel_tuning"] == "on")
         if self.options["compile"] == "decode":
             path.append(llm_backends.enable_compiled_decode(model))
         elif self.options["compile"] == "blocks":

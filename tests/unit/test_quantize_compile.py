@@ -26,6 +26,47 @@ def test_int8_weight_only_quantizes_only_the_chosen_linear_layers():
     torch.testing.assert_close(after, before, atol=0.05, rtol=0.05)
 
 
+@pytest.fixture
+def inductor_tuning():
+    """Inductor's tuning switches, restored after the test (they are process-wide)."""
+    from torch._inductor import config
+
+    saved = (config.coordinate_descent_tuning, config.coordinate_descent_check_all_directions)
+    config.coordinate_descent_tuning = config.coordinate_descent_check_all_directions = False
+    yield config
+    config.coordinate_descent_tuning, config.coordinate_descent_check_all_directions = saved
+
+
+def test_quantizing_leaves_inductor_tuning_alone(inductor_tuning):
+    # torchao's default turned coordinate-descent tuning on for every later compile in the process:
+    # FLUX's eager T5 quantization made its transformer compile 240 s longer.
+    model, _ = _model()
+    quantize.apply_int8_weight_only(model, filter_fn=lambda m, n: "lm_head" not in n)
+    assert inductor_tuning.coordinate_descent_tuning is False
+    selective_compile.tune_kernels(True)
+    assert inductor_tuning.coordinate_descent_tuning and inductor_tuning.coordinate_descent_check_all_directions
+
+
+def test_flux_tunes_kernels_only_when_asked(inductor_tuning):
+    from shared import flux
+
+    pipe = _flux_pipe()
+    chosen = {"text_encoder": "int8", "transformer": "none", "compile": "on", "shapes": "auto", "kernel_tuning": "off"}
+    assert "kernel_tuning" not in flux.optimize(pipe, chosen)
+    assert inductor_tuning.coordinate_descent_tuning is False
+    assert "kernel_tuning" in flux.optimize(_flux_pipe(), chosen | {"kernel_tuning": "on"})
+    assert inductor_tuning.coordinate_descent_tuning is True
+
+
+def _flux_pipe():
+    import diffusers
+
+    from shared.builders import flux as flux_builder
+
+    return flux_builder.build_random(catalog.get("flux-lora-txt2img"), tiny=True, device="cpu", dtype=torch.float32,
+                                     pipeline_cls=diffusers.FluxPipeline)
+
+
 def test_hqq_replaces_decoder_linears_and_still_generates():
     from hqq.core.quantize import HQQLinear
 
