@@ -8,9 +8,11 @@ one found for its key:
   and the built kernels themselves: Triton's cubins on a GPU, shared objects on a CPU), unpacked into
   this process's cache folder before anything compiles. What Replicate's compile caching ships.
 - `<key>.bin`: torch's mega-cache (`torch.compiler.save_cache_artifacts` / `load_cache_artifacts`).
-  Measured on the H100 (benchmarks/results/*cold-start*): SmolLM3 boots in 43 s instead of 109, but
-  FLUX only in 170 s instead of 232, with every graph a cache hit: the kernels are built again. On CPU
-  (tiny FLUX, tests/unit/test_compile_cache.py) loading the .tar leaves 8 s of compile work, the .bin 20 s.
+  Measured on the H100 through the Cog server (benchmarks/results/*cold-start*, docs/operations.md):
+  FLUX txt2img boots in 33 s with the .tar and 36 s with the .bin instead of 58 s cold; SmolLM3 in 43 s
+  (.bin) instead of 109. On CPU (tiny FLUX, tests/unit/test_compile_cache.py) loading the .tar leaves 8 s
+  of compile work, the .bin 20 s. Neither carries all coordinate-descent tunings (Gemma: 292 of 361 run
+  again), which is what keeps Gemma's boot over 90 s.
 
 Dynamo still traces either way (seconds). Compiled code is only reusable on the same torch, CUDA, Triton
 and GPU model, with the same optimizations: that is the artifact's key and its file name, so a boot on
