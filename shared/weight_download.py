@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -141,6 +142,25 @@ def build_manifest(folder: Path, dep: Deployment, *, chunk_size: int = CHUNK_SIZ
     return Manifest({"repo_id": ck.repo_id, "revision": ck.revision}, loras, tuple(files), chunk_size)
 
 
+COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def refuse_moving_revisions(dep: Deployment, token: str | None) -> None:
+    """A mirror is a release artifact: made only from commits. A branch ("main") in the catalog is looked
+    up on the Hub and reported as the commit to pin, so the owner pins it before anything is published."""
+    pins = [("checkpoint", dep.checkpoint.repo_id, dep.checkpoint.revision)]
+    pins += [(f"LoRA {lora.name}", lora.repo_id, lora.revision) for lora in dep.loras]
+    moving = [(what, repo, rev) for what, repo, rev in pins if not COMMIT.fullmatch(rev)]
+    if not moving:
+        return
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    found = [f"{what} {repo}@{rev} is {api.model_info(repo, revision=rev).sha} today" for what, repo, rev in moving]
+    raise ValueError(f"{dep.name}: a mirror is made only from pinned commits; pin in shared/catalog.py: "
+                     + "; ".join(found))
+
+
 def publish(dep: Deployment, folder: Path, *, token: str | None = None, from_hub: bool = True) -> Manifest:
     """Make `folder` a mirror bundle for `dep`: (optionally) the pinned Hub files, then the manifest.
 
@@ -149,6 +169,7 @@ def publish(dep: Deployment, folder: Path, *, token: str | None = None, from_hub
     if from_hub:
         from huggingface_hub import hf_hub_download, snapshot_download
 
+        refuse_moving_revisions(dep, token)
         ck = dep.checkpoint
         snapshot_download(ck.repo_id, revision=ck.revision, allow_patterns=list(ck.files), local_dir=folder, token=token)
         for lora in dep.loras:

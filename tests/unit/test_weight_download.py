@@ -160,10 +160,35 @@ def test_the_mirror_profile_needs_a_url_and_auto_picks_it(monkeypatch):
 def test_every_checkpoint_and_lora_is_pinned_to_a_commit():
     import re
 
-    # No public commit id of unsloth/phi-4-reasoning-plus could be found offline (docs/models.md); the mirror
-    # bundle pins its files by sha256 regardless. Remove this exception when it is pinned.
+    # No public commit id of unsloth/phi-4-reasoning-plus could be found offline (docs/models.md); publishing
+    # its mirror refuses until it is pinned (next test). Remove this exception when it is pinned.
     unpinned_known = {"unsloth/phi-4-reasoning-plus"}
     pins = {d.checkpoint.repo_id: d.checkpoint.revision for d in catalog.DEPLOYMENTS.values()}
     pins |= {lo.repo_id: lo.revision for lo in catalog.STYLE_LORAS}
     bad = {repo: rev for repo, rev in pins.items() if not re.fullmatch(r"[0-9a-f]{40}", rev)}
     assert set(bad) == unpinned_known, bad
+
+
+def test_publishing_from_a_branch_is_refused_naming_the_commit_to_pin(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    asked = []
+
+    class Hub:  # the Hub as huggingface_hub answers: model_info(repo, revision).sha is the commit
+        def __init__(self, token=None):
+            pass
+
+        def model_info(self, repo_id, revision):
+            asked.append((repo_id, revision))
+            return type("Info", (), {"sha": "ab" * 20})()
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", Hub)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: pytest.fail("downloaded from a branch"))
+    dep = catalog.get("phi4-reasoning-plus")
+    with pytest.raises(ValueError, match=rf"checkpoint {dep.checkpoint.repo_id}@main is {'ab' * 20} today"):
+        weight_download.publish(dep, tmp_path / "bundle")
+    assert asked == [(dep.checkpoint.repo_id, "main")]
+    lora = catalog.get("flux-lora-txt2img").loras[0]
+    moved = dataclasses.replace(catalog.get("flux-lora-txt2img"), loras=(dataclasses.replace(lora, revision="main"),))
+    with pytest.raises(ValueError, match=f"LoRA {lora.name} {lora.repo_id}@main"):
+        weight_download.publish(moved, tmp_path / "bundle")
