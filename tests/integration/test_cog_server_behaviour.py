@@ -1,0 +1,33 @@
+"""What Cog's own server (coglet 0.23.1) does with some requests, as docs/operations.md tells users.
+
+These live in Cog, not here: each test pins the behaviour the docs describe, so an upgrade that changes it
+fails here and the docs get updated with it."""
+
+import json
+
+import requests
+
+from tests.integration.conftest import ok, rejected
+
+NAME = "smollm3-3b"
+SMALL = {"prompt": "hi", "max_new_tokens": 2}
+
+
+def test_null_for_an_optional_input_is_refused_and_leaving_it_out_is_the_default(server):
+    s = server(NAME)
+    assert "integer" in rejected(requests.post(f"{s.url}/predictions", json={"input": {**SMALL, "seed": None}}), "seed")
+    body = ok(s.predict(SMALL))
+    assert isinstance(body["metrics"]["seed"], int)  # the documented way: omitted -> a random seed, reported
+
+
+def test_an_input_the_schema_does_not_name_is_ignored(server):
+    s = server(NAME)
+    body = ok(s.predict({"prompt": "hi", "max_new_token": 3}))  # a typo of max_new_tokens
+    [start] = [json.loads(line) for line in body["logs"].splitlines() if '"predict.start"' in line]
+    assert start["max_new_tokens"] == 512  # the schema's default: the typo was dropped, not refused
+
+
+def test_a_request_without_a_json_content_type_is_read_as_an_empty_input(server):
+    s = server(NAME)
+    r = requests.post(f"{s.url}/predictions", data=json.dumps({"input": SMALL}))
+    assert "Field required" in rejected(r, "prompt")
