@@ -22,6 +22,7 @@ from .runtime import (InputError, Phases, cache_dir, explain_oom, log_event, pea
 # Sizes: FLUX packs 2x2 latent patches over an 8x VAE, so sides must be multiples of 16.
 SIZE_MULTIPLE = 16
 MIN_SIDE, MAX_SIDE = 256, 1440
+MAX_CHARS_PER_TOKEN = 32  # longer than any piece of T5's sentencepiece vocabulary
 
 OPTIONS = {
     # T5-XXL is 9.5 GB in bf16 and runs once per request: int8 weights halve it at a negligible cost.
@@ -165,12 +166,26 @@ class FluxLoraRunner(BaseRunner):
         return self.router.route_user(path.name, lambda: user_lora.read_adapter(self.pipeline_cls, path, self.router.shapes,
                                                                                self.router.rank))
 
+    def check_prompt_length(self, prompt: str) -> None:
+        """T5 reads at most max_sequence_length tokens; a longer prompt would lose its end without a word
+        (diffusers truncates), so it is refused. Characters first: a 10 MB prompt held the slot 80 s in
+        the tokenizer alone (no T5 token spans more than MAX_CHARS_PER_TOKEN characters)."""
+        limit = self.max_sequence_length
+        if len(prompt) > MAX_CHARS_PER_TOKEN * limit:
+            raise InputError("prompt", f"has {len(prompt)} characters; FLUX reads at most {limit} T5 tokens "
+                                       f"(a few thousand characters): shorten it")
+        tokens = len(self.pipe.tokenizer_2(prompt, truncation=False).input_ids)
+        if tokens > limit:
+            raise InputError("prompt", f"has {tokens} T5 tokens (with the trigger word); FLUX reads at most {limit}: "
+                                       "shorten it")
+
     def run_and_save(self, *, prompt: str, trigger_word: str | None, seed: int | None, steps: int,
                      guidance: float, output_format: str, output_quality: int, call: dict, report: dict,
                      lora_weights: str | None = None, lora_scale: float = 1.0):
         """Route, generate, save and report: the body both FLUX deployments share."""
         started = time.perf_counter()
         route = self.route(trigger_word, lora_weights)
+        self.check_prompt_length(route.apply_to(prompt))
         steps = int(steps)  # the server passes an integral float (2.0) through as it came: diffusers wants an int
         seed = resolve_seed(seed)
         log_event("predict.start", deployment=self.dep.name, trigger=route.trigger, adapter=route.adapter,

@@ -77,6 +77,16 @@ def test_unknown_trigger_fails_clearly_and_the_server_keeps_serving(server):
     ok(server(T2I).predict(FAST))
 
 
+def test_a_prompt_longer_than_t5_reads_is_refused_not_cut_and_the_server_keeps_serving(server):
+    # Tiny weights read 64 T5 tokens (FLUX.1-dev: 512); diffusers would drop the rest without a word.
+    words = "a lighthouse on a cliff at sunset "
+    body = failed(server(T2I).predict({**FAST, "prompt": words * 12}))
+    assert body["error"].count("prompt") and "T5 tokens" in body["error"] and "at most 64" in body["error"]
+    body = failed(server(T2I).predict({**FAST, "prompt": "x" * 1_000_000}))  # refused before tokenizing
+    assert "1000000 characters" in body["error"]  # the character rule: the tokenizer never ran
+    ok(server(T2I).predict({**FAST, "prompt": words * 2}))  # fits
+
+
 def test_image_to_image_keeps_the_input_size_rounded(server, example_image):
     body = ok(server(I2I).predict({"image": example_image, "prompt": "a village", "num_inference_steps": 2, "seed": 1}))
     assert decode_image(body["output"]).size == (320, 256)  # 320x240 -> sides multiples of 16, at least 256
