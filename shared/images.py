@@ -47,8 +47,11 @@ def load_rgb(path, field: str = "image") -> Image.Image:
 
 def fit_size(width: int, height: int, *, multiple: int, max_side: int, min_side: int) -> tuple[int, int]:
     """The nearest size the model accepts: sides a multiple of `multiple`, within [min_side, max_side],
-    keeping the aspect ratio when the image has to shrink."""
-    scale = min(1.0, max_side / max(width, height))
+    keeping the aspect ratio when the image has to shrink or grow (a 128x96 input became 256x256 when only
+    each side was raised; an aspect beyond max_side:min_side cannot be kept and is clamped)."""
+    scale = max_side / max(width, height)
+    if scale >= 1.0:  # not too large: grow only as far as the short side needs
+        scale = min(scale, max(1.0, min_side / min(width, height)))
     w, h = width * scale, height * scale
     # Half rounds up (not to even), so e.g. 1000 -> 1008 like 1016 -> 1024.
     w = max(min_side, int(w / multiple + 0.5) * multiple)

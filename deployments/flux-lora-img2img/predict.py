@@ -1,8 +1,8 @@
 """FLUX.1-dev image-to-image with style LoRAs chosen by trigger word, and a `strength` control.
 
 Same model, LoRAs and optimizations as flux-lora-txt2img (shared/flux.py). The output keeps the input's
-size, rounded to what FLUX accepts (multiples of 16, at most 1440 px a side); the size used is
-reported in the logs and in metrics.width / metrics.height.
+size and aspect ratio, rounded to what FLUX accepts (multiples of 16, 256-1440 px a side); the size
+used is reported in the logs and in metrics.width / metrics.height.
 """
 
 from typing import Optional

@@ -64,7 +64,7 @@ def test_flux_img2img_serves_any_size_without_recompiling(tmp_path):
     Image.new("RGB", (1024, 576), "teal").save(other)
     with _server("flux-lora-img2img") as s:
         assert "compile:dynamic" in s.log_path.read_text()
-        for image, size in ((example_inputs("flux-lora-img2img")["image"], (320, 256)), (to_data_uri(other), (1024, 576))):
+        for image, size in ((example_inputs("flux-lora-img2img")["image"], (336, 256)), (to_data_uri(other), (1024, 576))):
             body = ok(s.predict({**example_inputs("flux-lora-img2img"), "image": image, "num_inference_steps": 28}))
             _report("flux-lora-img2img", body)
             assert decode_image(body["output"]).size == size

@@ -10,7 +10,8 @@ from shared.runtime import InputError
 
 
 @pytest.mark.parametrize("size,expected", [((768, 768), (768, 768)), ((1000, 750), (1008, 752)),
-                                           ((4000, 3000), (1440, 1088)), ((100, 80), (256, 256))])
+                                           ((4000, 3000), (1440, 1088)), ((100, 80), (320, 256)),
+                                           ((128, 96), (336, 256)), ((5000, 100), (1440, 256))])
 def test_sizes_are_rounded_to_multiples_of_16_within_limits(size, expected):
     assert fit_size(*size, multiple=16, max_side=1440, min_side=256) == expected
 
@@ -18,6 +19,13 @@ def test_sizes_are_rounded_to_multiples_of_16_within_limits(size, expected):
 def test_large_images_shrink_keeping_their_aspect_ratio():
     w, h = fit_size(2880, 1440, multiple=16, max_side=1440, min_side=256)
     assert (w, h) == (1440, 720)
+
+
+def test_small_images_grow_keeping_their_aspect_ratio():
+    # Raising each side to the minimum on its own turned a 4:3 image square (128x96 -> 256x256).
+    for width, height in ((128, 96), (96, 128), (320, 240), (200, 100)):
+        w, h = fit_size(width, height, multiple=16, max_side=1440, min_side=256)
+        assert min(w, h) == 256 and abs(w / h - width / height) < 0.05 * width / height, (width, height, w, h)
 
 
 @pytest.mark.parametrize("fmt,magic", [("png", b"\x89PNG"), ("webp", b"RIFF"), ("jpg", b"\xff\xd8")])
