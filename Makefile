@@ -6,6 +6,12 @@
 #   make serve D=<deployment>      the Cog server on http://127.0.0.1:5000 (POST /predictions)
 #   make canary STABLE=<target> CANDIDATE=<target> [D=<deployment>] [ARGS=--dry-run]
 #                                  compare a candidate with stable (Cog URL, owner/model:version, deployment:owner/name)
+#   make <deployment>              that deployment's example request through the Cog server -> outputs/
+#   make setup                     only create .venv (CPU torch); the targets above do it when needed
+#   make test-unit | test-integration | test-canary    one tier of `make test`
+#   make test-gpu                  the optimized paths on a CUDA GPU, synthetic weights (the device machine)
+#   make schemas | check-schemas   write / check deployments/*/.cog/openapi_schema.json
+#   make clean                     remove outputs/ and pytest's cache
 
 SHELL := /bin/bash
 PYTHON ?= python3

@@ -1,6 +1,7 @@
 """Each image builds from the repo root: cog.yaml paths resolve, requirements agree, the context suffices."""
 
 import fnmatch
+import re
 import shutil
 import subprocess
 import sys
@@ -107,3 +108,13 @@ def test_predictor_imports_from_the_build_context_alone(name, tmp_path):
                             env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == name
+
+
+def test_make_help_names_every_target():
+    # `make help` prints the Makefile's header; a target missing there is one users never find.
+    makefile = (ROOT / "Makefile").read_text()
+    phony = re.search(r"^\.PHONY:(.*)$", makefile, re.M).group(1).split()
+    header = "\n".join(line for line in makefile.splitlines() if line.startswith("#   "))
+    missing = [t for t in phony if t not in ("help", "$(DEPLOYMENTS)") and not re.search(rf"\b{re.escape(t)}\b", header)]
+    assert not missing, f"not in `make help`: {missing}"
+    assert "make <deployment>" in header
