@@ -97,6 +97,8 @@ class TextGenerationRunner(BaseRunner):
     # Size of the static KV cache a compiled decode step is compiled for: the longest prompt expected
     # plus the largest max_new_tokens. Longer requests still work; they grow the cache once (recompile).
     static_cache_tokens = 2048 + 8192
+    # The most tokens one request may use, where less than the model's context (None: all of it).
+    window_tokens: int | None = None
     # Smaller caches compiled next to it: attention reads the whole static cache at every step, so a
     # short request in SmolLM3's 18k-token cache decoded at 87 tok/s against 163 in a small one (bf16,
     # H100). A request takes the smallest cache that holds it; each size compiles once, in setup.
@@ -186,6 +188,10 @@ class TextGenerationRunner(BaseRunner):
             return chat_template(self.dep)
         return own
 
+    def window(self) -> int:
+        """Tokens one request may use (prompt + max_new_tokens): the model's context, or less (window_tokens)."""
+        return min(self.max_positions(), self.window_tokens or self.max_positions())
+
     def max_positions(self) -> int:
         cfg = self.model.config
         return getattr(cfg, "max_position_embeddings", None) or cfg.get_text_config().max_position_embeddings
@@ -210,14 +216,14 @@ class TextGenerationRunner(BaseRunner):
         seed = resolve_seed(seed)
         inputs = self.encode(messages, template_kwargs or {}, images=images)
         prompt_tokens = int(inputs["input_ids"].shape[1])
-        limit = self.max_positions()
+        limit = self.window()
         max_new_tokens = int(max_new_tokens)  # the server passes an integral float (4.0) through as it came
         if prompt_tokens >= limit:
-            raise InputError("prompt", f"has {prompt_tokens} tokens with the chat template; the context window holds "
-                                       f"{limit}, with room left for max_new_tokens")
+            raise InputError("prompt", f"has {prompt_tokens} tokens with the chat template; this deployment serves "
+                                       f"{limit} tokens per request (prompt + max_new_tokens)")
         if prompt_tokens + max_new_tokens > limit:
             raise InputError("max_new_tokens", f"the prompt has {prompt_tokens} tokens, so max_new_tokens must be at most "
-                             f"{limit - prompt_tokens} (context window {limit})")
+                             f"{limit - prompt_tokens} ({limit} tokens per request)")
         self.record_metric("seed", seed)
         log_event("predict.start", deployment=self.dep.name, seed=seed, prompt_tokens=prompt_tokens,
                   max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, **(template_kwargs or {}))

@@ -24,6 +24,10 @@ class Runner(TextGenerationRunner):
     # One cache size only: each size costs its own compile of the int8 decode step (249 s on a cold H100,
     # measured), and this one was measured (docs/optimizations.md).
     static_cache_buckets = ()
+    # A request fits the compiled step's cache (10,240 tokens), not all of Gemma's 128k: a longer one would
+    # recompile inside the request (minutes), and a 100k-token prompt's attention exhausted a 24 GB machine
+    # (the worker was killed; tests/fuzz.py).
+    window_tokens = TextGenerationRunner.static_cache_tokens
     OPTIONS = {
         "prune": Option("magnitude:0.1", "magnitude:0.1",
                         ("none", "magnitude:<amount>", "gradual:<amount>", "structured:<amount>"),

@@ -82,3 +82,12 @@ def test_gemma_bad_image_fails_naming_the_field_and_keeps_serving(server, exampl
     body = failed(server(GEMMA).predict(request(GEMMA, example_image, image="data:image/png;base64,bm90IGFuIGltYWdl")))
     assert "image: could not be decoded" in body["error"]
     ok(server(GEMMA).predict(request(GEMMA, example_image)))
+
+
+def test_gemma_serves_its_compiled_window_not_all_128k_and_keeps_serving(server, example_image):
+    # A 100k-character prompt was accepted (Gemma's context is 128k tokens) and its attention exhausted the
+    # machine: the worker was killed and the server never served again (tests/fuzz.py). The window is the
+    # compiled step's cache; past it the prompt is an input error, at once.
+    body = failed(server(GEMMA).predict(request(GEMMA, example_image, prompt="x" * 20_000)))
+    assert body["error"].count("prompt: has") and "10240 tokens per request" in body["error"]
+    ok(server(GEMMA).predict(request(GEMMA, example_image)))
