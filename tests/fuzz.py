@@ -237,7 +237,10 @@ def judge(case: Case, r: requests.Response, deployment: str) -> str | None:
     body = r.json()
     status, error = body.get("status"), body.get("error") or ""
     if status == "succeeded":
-        return None if body.get("output") not in (None, "", []) else "succeeded without an output"
+        # Text may be empty when every token generated is one users do not see (max_new_tokens=1 sampling
+        # the end of the turn): metrics.output_tokens says tokens were made.
+        made = body.get("output") not in (None, "", []) or body.get("metrics", {}).get("output_tokens")
+        return None if made else "succeeded without an output"
     if status != "failed":
         return f"status {status!r}"
     inputs = case.body["input"]
