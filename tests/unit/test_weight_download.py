@@ -158,14 +158,12 @@ def test_the_mirror_profile_needs_a_url_and_auto_picks_it(monkeypatch):
 
 
 def test_every_checkpoint_and_lora_is_pinned_to_a_commit():
-    import re
-
     # No public commit id of unsloth/phi-4-reasoning-plus could be found offline (docs/models.md); publishing
     # its mirror refuses until it is pinned (next test). Remove this exception when it is pinned.
     unpinned_known = {"unsloth/phi-4-reasoning-plus"}
     pins = {d.checkpoint.repo_id: d.checkpoint.revision for d in catalog.DEPLOYMENTS.values()}
     pins |= {lo.repo_id: lo.revision for lo in catalog.STYLE_LORAS}
-    bad = {repo: rev for repo, rev in pins.items() if not re.fullmatch(r"[0-9a-f]{40}", rev)}
+    bad = {repo: rev for repo, rev in pins.items() if not weight_download.COMMIT.fullmatch(rev)}
     assert set(bad) == unpinned_known, bad
 
 
