@@ -14,7 +14,7 @@ from cog import BaseRunner
 from . import catalog, compile as selective_compile, compile_cache, options as opts, quantize, user_lora, weights
 from .builders import flux as flux_builder
 from .builders.loras import STANDIN_VERSION, write_random_lora
-from .images import save
+from .images import png_text, save
 from .lora_router import LoraTriggerRouter, load_normalized
 from .runtime import (InputError, Phases, cache_dir, explain_oom, log_event, peak_memory_gb, resolve_seed, select_device,
                       seed_everything)
@@ -179,6 +179,20 @@ class FluxLoraRunner(BaseRunner):
             raise InputError("prompt", f"has {tokens} T5 tokens (with the trigger word); FLUX reads at most {limit}: "
                                        "shorten it")
 
+    def generation_parameters(self, route, lora_scale: float, steps: int, guidance: float, seed: int, image,
+                              call: dict) -> dict:
+        """What made this image, for its PNG text (a user's LoRA by its cache key, never its URL: it may be signed)."""
+        lora = f"user {route.user}" if route.user else route.lora.name if route.lora else "none"
+        parameters = {"Steps": steps, "Sampler": "FlowMatchEulerDiscrete", "CFG scale": guidance, "Seed": seed,
+                      "Size": f"{image.width}x{image.height}",
+                      "Model": f"{self.dep.checkpoint.repo_id}@{self.dep.checkpoint.revision}",
+                      "Weights": self.source.profile.value, "Lora": lora, "Lora scale": lora_scale}
+        if route.lora:
+            parameters["Lora revision"] = f"{route.lora.repo_id}@{route.lora.revision}"
+        if "strength" in call:
+            parameters["Denoising strength"] = call["strength"]
+        return parameters
+
     def run_and_save(self, *, prompt: str, trigger_word: str | None, seed: int | None, steps: int,
                      guidance: float, output_format: str, output_quality: int, call: dict, report: dict,
                      lora_weights: str | None = None, lora_scale: float = 1.0):
@@ -192,7 +206,9 @@ class FluxLoraRunner(BaseRunner):
                   lora_scale=lora_scale, seed=seed, steps=steps, **report)
         image, swapped = self.generate_image({"prompt": route.apply_to(prompt), **call}, steps=steps,
                                              guidance=guidance, seed=seed, route=route, lora_scale=lora_scale)
-        path = save(image, output_format, output_quality)
+        path = save(image, output_format, output_quality,
+                    pnginfo=png_text(self.generation_parameters(route, lora_scale, steps, guidance, seed, image, call),
+                                     route.apply_to(prompt)))
         seconds = round(time.perf_counter() - started, 3)
         for key, value in {"seed": seed, "width": image.width, "height": image.height,
                            "lora": "user" if route.user else route.lora.name if route.lora else "none", **report}.items():

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
 
 from .runtime import InputError, cache_dir, make_room
 
@@ -59,13 +61,24 @@ def fit_size(width: int, height: int, *, multiple: int, max_side: int, min_side:
     return min(w, max_side), min(h, max_side)
 
 
-def save(image: Image.Image, output_format: str, output_quality: int, stem: str = "output") -> Path:
-    """Write the image to a fresh file; quality applies to lossy formats (webp, jpg), PNG is lossless."""
+def png_text(parameters: dict, prompt: str) -> PngInfo:
+    """How the image was made, in the PNG text chunks image tools read: `parameters` in the AUTOMATIC1111
+    layout (the prompt, then `Key: value, ...`), and the same values as JSON under `generation`."""
+    chunks = PngInfo()
+    chunks.add_text("parameters", prompt + "\n" + ", ".join(f"{k}: {v}" for k, v in parameters.items()), zip=True)
+    chunks.add_text("generation", json.dumps({"prompt": prompt, **parameters}), zip=True)
+    return chunks
+
+
+def save(image: Image.Image, output_format: str, output_quality: int, stem: str = "output",
+         pnginfo: PngInfo | None = None) -> Path:
+    """Write the image to a fresh file; quality applies to lossy formats (webp, jpg), PNG is lossless and
+    carries `pnginfo` (png_text)."""
     if output_format not in _PIL_FORMAT:
         raise InputError("output_format", f"{output_format!r} is not one of {', '.join(OUTPUT_FORMATS)}")
     root = cache_dir() / "outputs" / str(os.getpid())
     root.mkdir(parents=True, exist_ok=True)
     out = Path(tempfile.mkdtemp(prefix=make_room(root, KEEP_OUTPUTS), dir=root)) / f"{stem}.{output_format}"
-    kwargs = {} if output_format == "png" else {"quality": int(output_quality)}
+    kwargs = {"pnginfo": pnginfo} if output_format == "png" else {"quality": int(output_quality)}
     image.save(out, _PIL_FORMAT[output_format], **kwargs)
     return out

@@ -87,6 +87,21 @@ def test_a_prompt_longer_than_t5_reads_is_refused_not_cut_and_the_server_keeps_s
     ok(server(T2I).predict({**FAST, "prompt": words * 2}))  # fits
 
 
+def test_png_outputs_say_how_they_were_made(server, example_image):
+    import json
+
+    body = ok(server(T2I).predict({**FAST, "trigger_word": "anime", "guidance_scale": 4.0}))
+    text = decode_image(body["output"]).text
+    made = json.loads(text["generation"])
+    assert made["prompt"].endswith("a lighthouse") and "Anime" in made["prompt"]  # as the model read it
+    assert (made["Seed"], made["Steps"], made["CFG scale"], made["Size"]) == (5, 2, 4.0, "256x256")
+    assert made["Lora"] == "open_image_preferences" and "@" in made["Model"] and "@" in made["Lora revision"]
+    assert text["parameters"].startswith(made["prompt"] + "\n") and "Seed: 5, Size: 256x256" in text["parameters"]
+    img2img = json.loads(decode_image(ok(server(I2I).predict(
+        {**FAST, "image": example_image, "strength": 0.75, "num_inference_steps": 4})).get("output")).text["generation"])
+    assert img2img["Denoising strength"] == 0.75 and img2img["Lora"] == "none"
+
+
 def test_image_to_image_keeps_the_input_size_rounded(server, example_image):
     body = ok(server(I2I).predict({"image": example_image, "prompt": "a village", "num_inference_steps": 2, "seed": 1}))
     assert decode_image(body["output"]).size == (336, 256)  # 320x240 grown to a 256 short side, 4:3 kept
@@ -141,6 +156,8 @@ def test_a_users_own_lora_is_served_and_a_bad_one_is_an_input_error(server, tmp_
         base = ok(server(T2I).predict(FAST))
         mine = ok(server(T2I).predict({**FAST, "lora_weights": good}))
         assert mine["metrics"]["lora"] == "user" and np.abs(pixels(mine) - pixels(base)).mean() > 1.0
+        made = decode_image(mine["output"]).text["parameters"]  # the LoRA by its cache key: a URL may be signed
+        assert "Lora: user " in made and files.url not in made and "mine.safetensors" not in made
         body = failed(server(T2I).predict({**FAST, "lora_weights": too_big}))
         assert "lora_weights: layer" in body["error"] and "rank 32, the slot holds at most 16" in body["error"]
         both = failed(server(T2I).predict({**FAST, "lora_weights": good, "trigger_word": "Anime"}))
