@@ -183,7 +183,9 @@ class FluxLoraRunner(BaseRunner):
                               call: dict) -> dict:
         """What made this image, for its PNG text (a user's LoRA by its cache key, never its URL: it may be signed)."""
         lora = f"user {route.user}" if route.user else route.lora.name if route.lora else "none"
-        parameters = {"Steps": steps, "Sampler": "FlowMatchEulerDiscrete", "CFG scale": guidance, "Seed": seed,
+        # FLUX.1-dev's guidance is distilled (an input of the model, no second pass): written as Forge writes it.
+        parameters = {"Steps": steps, "Sampler": "FlowMatchEulerDiscrete", "CFG scale": 1, "Distilled CFG Scale": guidance,
+                      "Seed": seed,
                       "Size": f"{image.width}x{image.height}",
                       "Model": f"{self.dep.checkpoint.repo_id}@{self.dep.checkpoint.revision}",
                       "Weights": self.source.profile.value, "Lora": lora, "Lora scale": lora_scale}

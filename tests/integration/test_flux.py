@@ -94,7 +94,7 @@ def test_png_outputs_say_how_they_were_made(server, example_image):
     text = decode_image(body["output"]).text
     made = json.loads(text["generation"])
     assert made["prompt"].endswith("a lighthouse") and "Anime" in made["prompt"]  # as the model read it
-    assert (made["Seed"], made["Steps"], made["CFG scale"], made["Size"]) == (5, 2, 4.0, "256x256")
+    assert (made["Seed"], made["Steps"], made["Distilled CFG Scale"], made["Size"]) == (5, 2, 4.0, "256x256")
     assert made["Lora"] == "open_image_preferences" and "@" in made["Model"] and "@" in made["Lora revision"]
     assert text["parameters"].startswith(made["prompt"] + "\n") and "Seed: 5, Size: 256x256" in text["parameters"]
     img2img = json.loads(decode_image(ok(server(I2I).predict(
