@@ -169,16 +169,19 @@ class CogServer:
         return events
 
 
-def post_prediction(url: str, inputs: dict, *, timeout: float, busy_wait: float = 30, **kwargs) -> requests.Response:
+def post_prediction(url: str, inputs: dict | None, *, timeout: float, busy_wait: float = 30, **kwargs) -> requests.Response:
     """POST {url}/predictions, waiting while the server answers 409 "at capacity".
 
+    The body is {"input": inputs}; with inputs None, the body given in kwargs (json= or data=) goes as it is.
     The server frees its slot a moment after it answers, so a request sent right after the
     previous one can be turned away; a client retries that, briefly and with a bound.
     """
+    if inputs is not None:
+        kwargs["json"] = {"input": inputs}
     deadline = time.monotonic() + busy_wait
     delay = 0.05
     while True:
-        r = requests.post(f"{url}/predictions", json={"input": inputs}, timeout=timeout, **kwargs)
+        r = requests.post(f"{url}/predictions", timeout=timeout, **kwargs)
         if r.status_code != 409 or time.monotonic() > deadline:
             return r
         r.close()

@@ -201,16 +201,17 @@ class FluxLoraRunner(BaseRunner):
         """Route, generate, save and report: the body both FLUX deployments share."""
         started = time.perf_counter()
         route = self.route(trigger_word, lora_weights)
-        self.check_prompt_length(route.apply_to(prompt))
+        prompt = route.apply_to(prompt)  # the trigger's template around the user's text: what the model reads
+        self.check_prompt_length(prompt)
         steps = int(steps)  # the server passes an integral float (2.0) through as it came: diffusers wants an int
         seed = resolve_seed(seed)
         log_event("predict.start", deployment=self.dep.name, trigger=route.trigger, adapter=route.adapter,
                   lora_scale=lora_scale, seed=seed, steps=steps, **report)
-        image, swapped = self.generate_image({"prompt": route.apply_to(prompt), **call}, steps=steps,
+        image, swapped = self.generate_image({"prompt": prompt, **call}, steps=steps,
                                              guidance=guidance, seed=seed, route=route, lora_scale=lora_scale)
         path = save(image, output_format, output_quality,
                     pnginfo=png_text(self.generation_parameters(route, lora_scale, steps, guidance, seed, image, call),
-                                     route.apply_to(prompt)))
+                                     prompt))
         seconds = round(time.perf_counter() - started, 3)
         for key, value in {"seed": seed, "width": image.width, "height": image.height,
                            "lora": "user" if route.user else route.lora.name if route.lora else "none", **report}.items():

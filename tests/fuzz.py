@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import requests
 
 from shared import catalog
+from shared.cogserver import post_prediction
 
 # Inputs whose cost grows with their value: valid requests keep them small (tiny weights, 2 CPU cores).
 CHEAP = {"num_inference_steps": 4, "width": 512, "height": 512, "max_new_tokens": 16}
@@ -203,17 +204,11 @@ class Report:
 
 def send(url: str, case: Case, *, busy_wait: float = 30.0, timeout: float = 300.0) -> requests.Response:
     """POST the case, retrying 409 "at capacity" as a client must (the slot frees a moment after a 200)."""
-    deadline, delay = time.monotonic() + busy_wait, 0.05
-    while True:
-        if isinstance(case.body, bytes):
-            r = requests.post(f"{url}/predictions", data=case.body, headers={"Content-Type": "application/json"},
-                              timeout=timeout)
-        else:
-            r = requests.post(f"{url}/predictions", json=case.body, timeout=timeout)
-        if r.status_code != 409 or time.monotonic() > deadline:
-            return r
-        time.sleep(delay)
-        delay = min(delay * 2, 1.0)
+    if isinstance(case.body, bytes):
+        body = {"data": case.body, "headers": {"Content-Type": "application/json"}}
+    else:
+        body = {"json": case.body}
+    return post_prediction(url, None, timeout=timeout, busy_wait=busy_wait, **body)
 
 
 def judge(case: Case, r: requests.Response, deployment: str) -> str | None:
