@@ -382,7 +382,7 @@ def bench_cold_start(args) -> dict:
                    "artifact_loaded": bool(loaded), "first_requests_predict_time_s": requests_s,
                    "peak_gpu_gb": setup.get("peak_gpu_gb")}
         print(f"{name} {label}: READY after {figures['ready_s']} s; phases {figures['phases']}; "
-              f"requests {requests_s}", flush=True)
+              f"requests {requests_s}; compile cache {figures['compile_cache']}", flush=True)
         return figures
 
     if args.artifacts:  # made by an earlier run on this kind of GPU (carried back from its $OUT)
@@ -397,6 +397,10 @@ def bench_cold_start(args) -> dict:
     result["artifacts"] = {f.name: f.stat().st_size for f in files}
     for kind in args.kinds.split(","):
         result[f"with_{kind}"] = boot(f"artifact-{kind}", COMPILE_CACHE=str(artifacts), COMPILE_CACHE_KIND=kind)
+        for setting in args.also:  # the same boot with one setting changed: a baseline measured in the same run
+            variable, _, value = setting.partition("=")
+            result[f"with_{kind}_{variable}_{value}"] = boot(f"artifact-{kind}-{variable}-{value}", COMPILE_CACHE=str(artifacts),
+                                                            COMPILE_CACHE_KIND=kind, **{variable: value})
     shutil.rmtree(work, ignore_errors=True)
     return result
 
@@ -430,6 +434,8 @@ def main() -> int:
     s.add_argument("--request", help="JSON input of the requests after boot (default: the catalog's example)")
     s.add_argument("--artifacts", help="skip the cold boot: load artifacts from DIR/compile-cache/<deployment>/")
     s.add_argument("--kinds", default="tar,bin", help="artifact kinds to boot with, in this order")
+    s.add_argument("--also", action="append", default=[], metavar="VAR=VALUE",
+                   help="also boot each kind with this environment setting (e.g. COORDESC_CACHE_FIX=0)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("benchmarks need a CUDA GPU (see docs/benchmarks.md)", file=sys.stderr)

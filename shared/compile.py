@@ -12,6 +12,7 @@ import os
 import torch
 from torch import nn
 
+from . import coordesc_cache_fix
 from .runtime import log_event
 
 
@@ -29,6 +30,8 @@ def tune_kernels(enabled: bool) -> None:
 
     inductor_config.coordinate_descent_tuning = enabled
     inductor_config.coordinate_descent_check_all_directions = enabled
+    if enabled:
+        coordesc_cache_fix.install()  # so a boot from the compile artifact does not tune again
 
 
 def compile_blocks(model: nn.Module, block_classes: tuple[str, ...], *, fullgraph: bool = True,
