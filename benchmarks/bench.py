@@ -366,11 +366,12 @@ def bench_cold_start(args) -> dict:
         try:
             server.wait_ready()
             ready = time.perf_counter() - started
-            requests_s = []
-            for _ in range(2):
+            requests_s, request_metrics = [], []
+            for _ in range(args.requests):
                 body = server.predict(request).json()
                 assert body["status"] == "succeeded", body.get("error")
                 requests_s.append(body["metrics"].get("predict_time"))
+                request_metrics.append(body["metrics"])
             [setup] = server.events("setup.done")
             loaded = server.events("compile_cache.loaded")
         finally:
@@ -380,6 +381,8 @@ def bench_cold_start(args) -> dict:
         figures = {"ready_s": round(ready, 1), "setup_s": setup["seconds"], "phases": setup["phases"],
                    "process_start_s": round(ready - setup["seconds"], 1), "compile_cache": setup.get("compile_cache"),
                    "artifact_loaded": bool(loaded), "first_requests_predict_time_s": requests_s,
+                   "median_later_request_s": statistics.median(requests_s[1:]) if len(requests_s) > 1 else None,
+                   "request_metrics": request_metrics,
                    "peak_gpu_gb": setup.get("peak_gpu_gb")}
         print(f"{name} {label}: READY after {figures['ready_s']} s; phases {figures['phases']}; "
               f"requests {requests_s}; compile cache {figures['compile_cache']}", flush=True)
@@ -433,6 +436,7 @@ def main() -> int:
                    help="synthetic: built on the GPU at boot; disk: a checkpoint folder written first, loaded at boot")
     s.add_argument("--request", help="JSON input of the requests after boot (default: the catalog's example)")
     s.add_argument("--artifacts", help="skip the cold boot: load artifacts from DIR/compile-cache/<deployment>/")
+    s.add_argument("--requests", type=int, default=2, help="requests after each boot (the first shows any compile left)")
     s.add_argument("--kinds", default="tar,bin", help="artifact kinds to boot with, in this order")
     s.add_argument("--also", action="append", default=[], metavar="VAR=VALUE",
                    help="also boot each kind with this environment setting (e.g. COORDESC_CACHE_FIX=0)")
