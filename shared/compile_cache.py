@@ -11,8 +11,8 @@ one found for its key:
   Measured on the H100 through the Cog server (benchmarks/results/*cold-start*, docs/operations.md):
   FLUX txt2img boots in 33 s with the .tar and 36 s with the .bin instead of 58 s cold; SmolLM3 in 43 s
   (.bin) instead of 109. On CPU (tiny FLUX, tests/unit/test_compile_cache.py) loading the .tar leaves 8 s
-  of compile work, the .bin 20 s. Neither carries all coordinate-descent tunings (Gemma: 292 of 361 run
-  again: likely pytorch/pytorch#172819 in torch 2.11), which is what keeps Gemma's boot over 90 s.
+  of compile work, the .bin 20 s. Gemma's coordinate-descent tunings travel in the .tar, but torch 2.11
+  re-ran most of them (pytorch#172819) until shared/coordesc_cache_fix.py: 37-47 s instead of 67-82 s.
 
 Dynamo still traces either way (seconds). Compiled code is only reusable on the same torch, CUDA, Triton
 and GPU model, with the same optimizations: that is the artifact's key and its file name, so a boot on
