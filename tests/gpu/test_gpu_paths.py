@@ -82,7 +82,7 @@ def test_text_deployment_serves_its_optimized_path(name):
         _report(name, body)
         setup_log = s.log_path.read_text()
         assert "setup.done" in setup_log
-        expected = {"smollm3-3b": "pruna-hqq4", "gemma3-4b-it": "int8-weight-only", "phi4-reasoning-plus": "unsloth"}[name]
+        expected = {"smollm3-3b": "pruna-hqq4-int4mm", "gemma3-4b-it": "int8-weight-only", "phi4-reasoning-plus": "unsloth"}[name]
         assert expected in setup_log
         assert body["metrics"]["output_tokens"] > 0
 
