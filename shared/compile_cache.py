@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from . import coordesc_cache_fix
 from .runtime import log_event
 
 LOAD_ENV = "COMPILE_CACHE"
@@ -93,6 +94,9 @@ def load(folder: Path | None, deployment: str, cache_key: str) -> bool:
         log_event("compile_cache.none", wanted=cache_key, found=others, action="compiling from scratch")
         return False
     path, started = found[0], time.perf_counter()
+    # Whoever turns tuning on (a deployment, or a library: hqq's inference patch does), the tuned configs in
+    # the artifact must be kept, not tuned again.
+    coordesc_cache_fix.install()
     if path.suffix == ".tar":
         target = _inductor_dir()
         target.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from typing import Optional
 import cog
 from cog import ConcatenateIterator, Input
 
+from shared import compile as selective_compile
 from shared import llm_backends
 from shared.builders.text import load_causal_lm
 from shared.llm import TextGenerationRunner
@@ -32,6 +33,9 @@ class Runner(TextGenerationRunner):
             model, how = llm_backends.hqq_quantize(model, via="pruna" if self.options["quantize"] == "pruna-hqq" else "hqq",
                                                    device=self.hw.device, dtype=self.hw.dtype)
             path.append(how)
+            # hqq's int4 inference patch turns Inductor's coordinate-descent tuning on for the process
+            # (hqq/utils/patching.py); say so here, where the choice is visible.
+            selective_compile.tune_kernels(True)
         if self.options["compile"] == "on":
             path.append(llm_backends.enable_compiled_decode(model))
         return model, tokenizer, "+".join(path)
