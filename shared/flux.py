@@ -11,7 +11,7 @@ import time
 import torch
 from cog import BaseRunner
 
-from . import catalog, compile as selective_compile, compile_cache, options as opts, quantize, user_lora, weights
+from . import catalog, compile as selective_compile, compile_cache, options as opts, quantize, user_lora, url_input, weights
 from .builders import flux as flux_builder
 from .builders.loras import STANDIN_VERSION, write_random_lora
 from .images import png_text, save
@@ -93,6 +93,7 @@ class FluxLoraRunner(BaseRunner):
         self.dep = catalog.get(self.deployment)
         self.hw = select_device()
         self.options = opts.resolve(OPTIONS, cuda=self.hw.is_cuda)
+        url_input.limit_cog_file_inputs(type(self))  # Cog fetches an `image` URL before run(): bound it
         cache_key = compile_cache.key(self.options)
         with phases("weights"):
             self.source = weights.for_deployment(self.dep, wanted=compile_cache.wanted_files(self.dep.name, cache_key))

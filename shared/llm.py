@@ -19,7 +19,7 @@ from typing import Iterator
 import torch
 from cog import BaseRunner
 
-from . import catalog, compile_cache, llm_backends, options as opts, weights
+from . import catalog, compile_cache, llm_backends, options as opts, url_input, weights
 from .runtime import (InputError, Phases, make_room, explain_oom, log_event, peak_memory_gb, resolve_seed, select_device,
                       seed_everything)
 
@@ -110,6 +110,7 @@ class TextGenerationRunner(BaseRunner):
         self.dep = catalog.get(self.deployment)
         self.hw = select_device()
         self.options = opts.resolve(self.OPTIONS, cuda=self.hw.is_cuda)
+        url_input.limit_cog_file_inputs(type(self))  # Cog fetches an `image` URL before run(): bound it
         cache_key = compile_cache.key(self.options)
         with phases("weights"):
             self.source = weights.for_deployment(self.dep, wanted=compile_cache.wanted_files(self.dep.name, cache_key))

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import requests
 import torch
 
+from . import url_input
 from .lora_router import normalize
 from .runtime import InputError, cache_dir, log_event
 from .weight_download import shown  # URLs without credentials or a signed query
@@ -53,7 +52,7 @@ class AdapterCache:
         tmp = path.with_suffix(".partial")
         started = time.monotonic()
         try:
-            size = self._download(url, tmp, max_bytes, deadline_s)
+            size = url_input.download(url, tmp, field=FIELD, max_bytes=max_bytes, deadline_s=deadline_s)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -62,45 +61,6 @@ class AdapterCache:
         log_event("user_lora.downloaded", url=shown(url), bytes=size, seconds=round(time.monotonic() - started, 2))
         self._evict(keep=path)
         return path
-
-    @staticmethod
-    def _download(url: str, tmp: Path, max_bytes: int, deadline_s: float) -> int:
-        response = None
-        expired = threading.Event()
-
-        def expire():  # a server that drips bytes never trips a read timeout: closing the response does
-            expired.set()
-            if response is not None:
-                response.close()
-
-        timer = threading.Timer(deadline_s, expire)
-        timer.start()
-        try:
-            response = requests.get(url, stream=True, timeout=(10, 30))
-            if response.status_code != 200:
-                raise InputError(FIELD, f"{shown(url)} answered HTTP {response.status_code}")
-            if int(response.headers.get("Content-Length") or 0) > max_bytes:
-                raise InputError(FIELD, f"the file is larger than {max_bytes // 2**20} MiB")
-            size = 0
-            with open(tmp, "wb") as out:
-                for piece in response.iter_content(chunk_size=2**16):
-                    size += len(piece)
-                    if size > max_bytes:
-                        raise InputError(FIELD, f"the file is larger than {max_bytes // 2**20} MiB")
-                    out.write(piece)
-            if expired.is_set():
-                raise requests.ConnectionError("closed at the deadline")
-            return size
-        except InputError:
-            raise
-        except (requests.RequestException, AttributeError) as e:  # AttributeError: closed under the read
-            if expired.is_set():
-                raise InputError(FIELD, f"the download took longer than {deadline_s:.0f} s") from None
-            raise InputError(FIELD, f"could not download {shown(url)} ({e.__class__.__name__})") from None
-        finally:
-            timer.cancel()
-            if response is not None:
-                response.close()
 
     def _touch(self, path: Path) -> None:
         """Mark `path` the most recently used: an mtime above every other file's, even within one clock tick."""

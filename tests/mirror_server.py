@@ -20,6 +20,7 @@ class MirrorServer:
         self.cut_after: dict[str, int] = {}  # relative path -> bytes sent before the connection drops (once)
         self.broken: set[str] = set()  # relative paths answered with 500
         self.drip: dict[str, float] = {}  # relative path -> seconds between bytes (a server that never stops sending)
+        self.dripped: dict[str, int] = {}  # relative path -> bytes of it sent so far, one at a time
         self.served = 0  # body bytes sent
         self.requests: list[tuple[str, str | None]] = []  # (relative path, Range header)
         self.lock = threading.Lock()
@@ -89,8 +90,13 @@ class MirrorServer:
                     import time
 
                     for i in range(len(body)):
-                        self.wfile.write(body[i:i + 1])
-                        self.wfile.flush()
+                        try:
+                            self.wfile.write(body[i:i + 1])
+                            self.wfile.flush()
+                        except (BrokenPipeError, ConnectionResetError):  # the client gave up: what a deadline does
+                            return
+                        with mirror.lock:
+                            mirror.dripped[rel] = i + 1
                         time.sleep(mirror.drip[rel])
                 else:
                     self.wfile.write(body)

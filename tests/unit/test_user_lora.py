@@ -146,10 +146,11 @@ def test_downloads_are_capped_in_size_and_time(tmp_path, mirror):
     url = mirror.add("big.safetensors", b"x" * 5000)
     with pytest.raises(InputError, match="larger than"):
         cache.fetch(url, max_bytes=4096)
-    mirror.drip["slow.safetensors"] = 0.3  # 10 bytes in 3 s, never a pause long enough for a read timeout
-    slow = mirror.add("slow.safetensors", b"y" * 10)
+    mirror.drip["slow.safetensors"] = 0.3  # 300 bytes in 90 s, never a pause long enough for a read timeout
+    slow = mirror.add("slow.safetensors", b"y" * 300)
     with pytest.raises(InputError, match="longer than 1 s"):
         cache.fetch(slow, deadline_s=1)
+    assert mirror.dripped["slow.safetensors"] < 300, "cut at the deadline, not read to the end"
     assert not list(tmp_path.glob("*")), "nothing half-downloaded is kept"
 
 
