@@ -214,7 +214,7 @@ class FluxLoraRunner(BaseRunner):
                     pnginfo=png_text(self.generation_parameters(route, lora_scale, steps, guidance, seed, image, call),
                                      prompt))
         seconds = round(time.perf_counter() - started, 3)
-        for key, value in {"seed": seed, "width": image.width, "height": image.height,
+        for key, value in {"image_count": 1, "seed": seed, "width": image.width, "height": image.height,
                            "lora": "user" if route.user else route.lora.name if route.lora else "none", **report}.items():
             self.record_metric(key, value)
         log_event("predict.end", deployment=self.dep.name, seconds=seconds, hot_swapped=swapped, output=str(path),

@@ -1,4 +1,4 @@
-"""The text-generation base runner: chat template, sampling, seeding, streaming and the .txt artifact.
+"""The text-generation base runner: chat template, sampling, seeding, streaming and Replicate's LLM metrics.
 
 Subclasses say what they load and how it is optimized (`load_model`), and which inputs they take;
 `stream()` does the rest. Generation runs on a worker thread and tokens are yielded as they come
@@ -8,27 +8,17 @@ the generation at the next token instead of running to max_new_tokens.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Iterator
 
 import torch
 from cog import BaseRunner
 
 from . import catalog, compile_cache, llm_backends, options as opts, url_input, weights
-from .runtime import (InputError, Phases, make_room, explain_oom, log_event, peak_memory_gb, resolve_seed, select_device,
+from .runtime import (InputError, Phases, explain_oom, log_event, peak_memory_gb, resolve_seed, select_device,
                       seed_everything)
-
-
-KEEP_ARTIFACTS = 100  # text artifacts kept per deployment: a long-running container's disk must not fill
-
-
-def artifact_dir() -> Path:
-    return Path(os.environ.get("ARTIFACT_DIR", Path(tempfile.gettempdir()) / "cogdeploy-artifacts"))
 
 
 # Below this, dividing the logits by the temperature overflows (1e-45 gave "probability tensor contains
@@ -262,23 +252,14 @@ class TextGenerationRunner(BaseRunner):
             job.result()
         if failure:
             raise failure[0]
-        text = "".join(pieces)
-        artifact = self.persist(text)
-        new_tokens = streamer.generated
-        seconds = time.perf_counter() - started
-        self.record_metric("output_tokens", new_tokens)
-        self.record_metric("artifact", str(artifact))
-        log_event("predict.end", deployment=self.dep.name, seconds=round(seconds, 3), new_tokens=new_tokens,
-                  chars=len(text), artifact=str(artifact),
-                  time_to_first_token=round(first_token_at - started, 3) if first_token_at else None,
-                  tokens_per_second=round(new_tokens / seconds, 2) if seconds > 0 else None,
-                  peak_gpu_gb=peak_memory_gb())
-
-    def persist(self, text: str) -> Path:
-        """Keep the full output as a .txt artifact (ARTIFACT_DIR), the newest KEEP_ARTIFACTS of them."""
-        folder = artifact_dir() / self.dep.name
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=make_room(folder, KEEP_ARTIFACTS, "*.txt"), suffix=".txt", dir=folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        return Path(name)
+        new_tokens, seconds = streamer.generated, time.perf_counter() - started
+        # The names Replicate's official language models report (Cog's docs, "Metrics"). The text itself is
+        # the streamed output: the server keeps it whole in the prediction, so no copy is written here.
+        metrics = {"input_token_count": prompt_tokens, "output_token_count": new_tokens,
+                   "time_to_first_token": round(first_token_at - started, 4) if first_token_at else None,
+                   "tokens_per_second": round(new_tokens / seconds, 2) if seconds > 0 else None}
+        for name, value in metrics.items():
+            if value is not None:
+                self.record_metric(name, value)
+        log_event("predict.end", deployment=self.dep.name, seconds=round(seconds, 3), chars=sum(map(len, pieces)),
+                  peak_gpu_gb=peak_memory_gb(), **metrics)

@@ -233,8 +233,8 @@ def judge(case: Case, r: requests.Response, deployment: str) -> str | None:
     status, error = body.get("status"), body.get("error") or ""
     if status == "succeeded":
         # Text may be empty when every token generated is one users do not see (max_new_tokens=1 sampling
-        # the end of the turn): metrics.output_tokens says tokens were made.
-        made = body.get("output") not in (None, "", []) or body.get("metrics", {}).get("output_tokens")
+        # the end of the turn): metrics.output_token_count says tokens were made.
+        made = body.get("output") not in (None, "", []) or body.get("metrics", {}).get("output_token_count")
         return None if made else "succeeded without an output"
     if status != "failed":
         return f"status {status!r}"

@@ -84,7 +84,7 @@ def test_text_deployment_serves_its_optimized_path(name):
         assert "setup.done" in setup_log
         expected = {"smollm3-3b": "pruna-hqq4-int4mm", "gemma3-4b-it": "int8-weight-only", "phi4-reasoning-plus": "unsloth"}[name]
         assert expected in setup_log
-        assert body["metrics"]["output_tokens"] > 0
+        assert body["metrics"]["output_token_count"] > 0
 
 
 def test_compiled_decode_is_warm_before_the_first_request():

@@ -40,5 +40,5 @@ def test_the_judge_catches_a_5xx_a_stuck_slot_a_refused_valid_input_and_an_error
     assert fuzz.judge(hostile, Response(200, {"status": "failed", "error": "temperature: too low"}), "smollm3-3b") is None
     assert fuzz.judge(valid, Response(200, {"status": "succeeded", "output": ["hi"]}), "smollm3-3b") is None
     assert "without an output" in fuzz.judge(valid, Response(200, {"status": "succeeded", "output": []}), "smollm3-3b")
-    hidden_only = {"status": "succeeded", "output": [], "metrics": {"output_tokens": 1}}
+    hidden_only = {"status": "succeeded", "output": [], "metrics": {"output_token_count": 1}}
     assert fuzz.judge(valid, Response(200, hidden_only), "smollm3-3b") is None

@@ -25,7 +25,7 @@ def test_generates_text_and_the_same_seed_gives_the_same_text(server, example_im
     b = ok(server(name).predict(request(name, example_image)))
     text = "".join(a["output"])
     assert text and text == "".join(b["output"])
-    assert a["metrics"]["seed"] == 11 and 0 < a["metrics"]["output_tokens"] <= 16
+    assert a["metrics"]["seed"] == 11 and 0 < a["metrics"]["output_token_count"] <= 16
     other = ok(server(name).predict(request(name, example_image, seed=12)))
     assert "".join(other["output"]) != text
 
@@ -42,10 +42,15 @@ def test_streaming_sends_the_same_text_as_it_is_generated(server, example_image,
 
 
 @pytest.mark.parametrize("name", [SMOL, PHI, GEMMA])
-def test_the_full_output_is_kept_as_a_txt_artifact(server, example_image, name):
+def test_metrics_have_the_names_replicate_language_models_report(server, example_image, name):
     body = ok(server(name).predict(request(name, example_image)))
-    # bytes, not read_text(): universal newlines would turn a generated "\r" into "\n"
-    assert Path(body["metrics"]["artifact"]).read_bytes().decode("utf-8") == "".join(body["output"])
+    m = body["metrics"]
+    [start] = [json.loads(line) for line in body["logs"].splitlines() if '"predict.start"' in line]
+    assert m["input_token_count"] == start["prompt_tokens"] > 0  # the prompt as the model read it, template included
+    assert 0 < m["output_token_count"] <= 16
+    assert 0 < m["time_to_first_token"] <= m["predict_time"]
+    assert m["tokens_per_second"] > 0
+    assert not {"output_tokens", "artifact"} & set(m)  # the old names, and a container path no client can open
 
 
 def test_think_and_no_think_use_different_prompts(server, example_image):

@@ -47,16 +47,6 @@ def test_outputs_do_not_pile_up(tmp_path, monkeypatch):
     assert len(list(last.parent.parent.rglob("*.png"))) == images.KEEP_OUTPUTS
 
 
-def test_text_artifacts_do_not_pile_up(runners, tmp_path, monkeypatch):
-    from shared import llm
-
-    monkeypatch.setenv("ARTIFACT_DIR", str(tmp_path))
-    monkeypatch.setattr(llm, "KEEP_ARTIFACTS", 3)
-    runner = runners("smollm3-3b")
-    made = [runner.persist(f"answer {i}") for i in range(5)]
-    assert [p.exists() for p in made] == [False, False, True, True, True]
-
-
 def test_a_long_prompt_is_an_error_on_the_prompt(runners):
     runner = runners("smollm3-3b")
     with pytest.raises(InputError) as err:
