@@ -1,7 +1,6 @@
 """The three text deployments through the real Cog HTTP server on tiny weights: plain and streamed (SSE)."""
 
 import json
-from pathlib import Path
 
 import pytest
 
