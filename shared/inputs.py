@@ -19,6 +19,8 @@ from .runtime import SEED_MAX
 # (max_new_tokens' default and maximum, top_p's default, an image's description) are per deployment.
 SHARED: dict[str, dict] = {
     "prompt": dict(description="What to generate.", min_length=1),
+    "system_prompt": dict(default="", description="Instructions that set how the model answers, given as the chat's "
+                                                   "system message; empty keeps the model's own default."),
     "seed": dict(default=None, ge=0, le=SEED_MAX,
                  description="Random seed for a repeatable result; leave empty for a random one "
                              "(the seed used is reported in metrics.seed)."),

@@ -26,6 +26,14 @@ from .runtime import (InputError, Phases, explain_oom, log_event, peak_memory_gb
 GREEDY_BELOW = 1e-3
 
 
+def with_system_prompt(messages: list[dict], system_prompt: str) -> list[dict]:
+    """The chat with the user's system message first; each model's template places it (Gemma's inside the
+    first user turn, SmolLM3's and Phi-4's instead of their default). Blank: the model's own default."""
+    if not system_prompt.strip():
+        return messages
+    return [{"role": "system", "content": system_prompt}, *messages]
+
+
 def sampling_kwargs(temperature: float, top_p: float) -> dict:
     """temperature 0 (or below GREEDY_BELOW), or top_p 0, means greedy: the most likely token every step."""
     if temperature < GREEDY_BELOW or top_p == 0:
@@ -200,11 +208,13 @@ class TextGenerationRunner(BaseRunner):
         return {k: v.to(self.model.device) for k, v in enc.items()}
 
     def stream(self, *, messages: list[dict], max_new_tokens: int, temperature: float, top_p: float,
-               seed: int | None, template_kwargs: dict | None = None, images=None) -> Iterator[str]:
+               seed: int | None, system_prompt: str = "", template_kwargs: dict | None = None,
+               images=None) -> Iterator[str]:
         from transformers import StoppingCriteriaList
 
         started = time.perf_counter()
         seed = resolve_seed(seed)
+        messages = with_system_prompt(messages, system_prompt)
         inputs = self.encode(messages, template_kwargs or {}, images=images)
         prompt_tokens = int(inputs["input_ids"].shape[1])
         limit = self.window()
@@ -217,6 +227,7 @@ class TextGenerationRunner(BaseRunner):
                              f"{limit - prompt_tokens} ({limit} tokens per request)")
         self.record_metric("seed", seed)
         log_event("predict.start", deployment=self.dep.name, seed=seed, prompt_tokens=prompt_tokens,
+                  system_prompt_chars=len(system_prompt.strip()),
                   max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, **(template_kwargs or {}))
 
         streamer = _counting_streamer(self.text_tokenizer, self.hidden_ids)

@@ -67,6 +67,7 @@ class Runner(TextGenerationRunner):
         self,
         image: Path = Input(description="Image to ask about (file or URL): PNG, JPEG or WebP."),
         prompt: str = Input(description="What to generate.", min_length=1),
+        system_prompt: str = Input(default="", description="Instructions that set how the model answers, given as the chat's system message; empty keeps the model's own default."),
         max_new_tokens: int = Input(default=256, ge=1, le=8192, description="Maximum number of tokens to generate."),
         temperature: float = Input(default=0.7, ge=0.0, le=2.0, description="Sampling temperature; 0 picks the most likely token (greedy)."),
         top_p: float = Input(default=0.9, ge=0.0, le=1.0, description="Nucleus sampling: keep the smallest set of tokens whose probability adds up to top_p (0 = greedy)."),
@@ -75,4 +76,4 @@ class Runner(TextGenerationRunner):
         picture = load_rgb(sent_file(image))
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
         yield from self.stream(messages=messages, images=[picture], max_new_tokens=max_new_tokens,
-                               temperature=temperature, top_p=top_p, seed=seed)
+                               temperature=temperature, top_p=top_p, seed=seed, system_prompt=system_prompt)

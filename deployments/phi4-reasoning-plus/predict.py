@@ -29,10 +29,11 @@ class Runner(TextGenerationRunner):
     def run(
         self,
         prompt: str = Input(description="What to generate.", min_length=1),
+        system_prompt: str = Input(default="", description="Instructions that set how the model answers, given as the chat's system message; empty keeps the model's own default."),
         max_new_tokens: int = Input(default=2048, ge=1, le=16384, description="Maximum number of tokens to generate."),
         temperature: float = Input(default=0.7, ge=0.0, le=2.0, description="Sampling temperature; 0 picks the most likely token (greedy)."),
         top_p: float = Input(default=0.95, ge=0.0, le=1.0, description="Nucleus sampling: keep the smallest set of tokens whose probability adds up to top_p (0 = greedy)."),
         seed: Optional[int] = Input(default=None, ge=0, le=4294967295, description="Random seed for a repeatable result; leave empty for a random one (the seed used is reported in metrics.seed)."),
     ) -> ConcatenateIterator[str]:
         yield from self.stream(messages=[{"role": "user", "content": prompt}], max_new_tokens=max_new_tokens,
-                               temperature=temperature, top_p=top_p, seed=seed)
+                               temperature=temperature, top_p=top_p, seed=seed, system_prompt=system_prompt)

@@ -15,6 +15,7 @@ from shared import llm_backends
 from shared.builders.text import load_causal_lm
 from shared.llm import TextGenerationRunner
 from shared.options import Option
+from shared.runtime import InputError
 
 
 class Runner(TextGenerationRunner):
@@ -46,6 +47,7 @@ class Runner(TextGenerationRunner):
     def run(
         self,
         prompt: str = Input(description="What to generate.", min_length=1),
+        system_prompt: str = Input(default="", description="Instructions that set how the model answers, given as the chat's system message; empty keeps the model's own default."),
         max_new_tokens: int = Input(default=512, ge=1, le=16384, description="Maximum number of tokens to generate."),
         temperature: float = Input(default=0.7, ge=0.0, le=2.0, description="Sampling temperature; 0 picks the most likely token (greedy)."),
         top_p: float = Input(default=0.9, ge=0.0, le=1.0, description="Nucleus sampling: keep the smallest set of tokens whose probability adds up to top_p (0 = greedy)."),
@@ -53,6 +55,11 @@ class Runner(TextGenerationRunner):
                           description="think: reason step by step inside <think>...</think> before answering."),
         seed: Optional[int] = Input(default=None, ge=0, le=4294967295, description="Random seed for a repeatable result; leave empty for a random one (the seed used is reported in metrics.seed)."),
     ) -> ConcatenateIterator[str]:
+        # SmolLM3's template also reads /think and /no_think in the system message, and they win over the
+        # mode; the mode input is the switch here, so a flag that says otherwise is refused, not obeyed.
+        flag = "/no_think" if "/no_think" in system_prompt else "/think" if "/think" in system_prompt else None
+        if flag and flag != f"/{mode}":
+            raise InputError("system_prompt", f"contains {flag} but mode is {mode}: choose the mode with the mode input")
         yield from self.stream(messages=[{"role": "user", "content": prompt}], max_new_tokens=max_new_tokens,
-                               temperature=temperature, top_p=top_p, seed=seed,
+                               temperature=temperature, top_p=top_p, seed=seed, system_prompt=system_prompt,
                                template_kwargs={"enable_thinking": mode == "think"})

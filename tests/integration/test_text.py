@@ -52,6 +52,25 @@ def test_metrics_have_the_names_replicate_language_models_report(server, example
     assert not {"output_tokens", "artifact"} & set(m)  # the old names, and a container path no client can open
 
 
+@pytest.mark.parametrize("name", [SMOL, PHI, GEMMA])
+def test_a_system_prompt_reaches_the_model(server, example_image, name):
+    plain = ok(server(name).predict(request(name, example_image)))
+    told = ok(server(name).predict(request(name, example_image,
+                                           system_prompt="Answer like a pirate, in three words at most.")))
+    # Replacing a default system message (SmolLM3's, Phi-4's) can make the prompt shorter: only "different".
+    # (Where it goes in each template: tests/unit/test_system_prompt.py. Tiny random models' text barely
+    # depends on the prompt, so the token count is what shows it here.)
+    assert told["metrics"]["input_token_count"] != plain["metrics"]["input_token_count"]
+    blank = ok(server(name).predict(request(name, example_image, system_prompt="   ")))
+    assert blank["metrics"]["input_token_count"] == plain["metrics"]["input_token_count"]  # blank is the default
+
+
+def test_a_think_flag_in_the_system_prompt_must_agree_with_the_mode(server, example_image):
+    body = failed(server(SMOL).predict(request(SMOL, example_image, mode="think", system_prompt="Be brief. /no_think")))
+    assert "system_prompt: contains /no_think but mode is think" in body["error"]
+    ok(server(SMOL).predict(request(SMOL, example_image, mode="think", system_prompt="Be brief. /think")))
+
+
 def test_think_and_no_think_use_different_prompts(server, example_image):
     think = ok(server(SMOL).predict(request(SMOL, example_image, mode="think")))
     no_think = ok(server(SMOL).predict(request(SMOL, example_image, mode="no_think")))
