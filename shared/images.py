@@ -61,6 +61,19 @@ def fit_size(width: int, height: int, *, multiple: int, max_side: int, min_side:
     return min(w, max_side), min(h, max_side)
 
 
+ASPECT_RATIOS = ("1:1", "16:9", "9:16", "21:9", "9:21", "3:2", "2:3", "4:3", "3:4", "5:4", "4:5")
+
+
+def size_for_aspect_ratio(ratio: str, *, megapixels: float, multiple: int, max_side: int,
+                          min_side: int) -> tuple[int, int]:
+    """About `megapixels` in the shape `ratio` ("16:9"), as fit_size rounds and bounds it (cog-flux's inputs)."""
+    if ratio not in ASPECT_RATIOS:
+        raise InputError("aspect_ratio", f"{ratio!r} is not one of custom, {', '.join(ASPECT_RATIOS)}")
+    across, down = (int(n) for n in ratio.split(":"))
+    width = (megapixels * 1e6 * across / down) ** 0.5
+    return fit_size(round(width), round(width * down / across), multiple=multiple, max_side=max_side, min_side=min_side)
+
+
 def png_text(parameters: dict, prompt: str) -> PngInfo:
     """How the image was made, in the PNG text chunks image tools read: `parameters` in the AUTOMATIC1111
     layout (the prompt, then `Key: value, ...`), and the same values as JSON under `generation`."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .catalog import Deployment
 from .flux import MAX_SIDE, MIN_SIDE, SIZE_MULTIPLE
-from .images import OUTPUT_FORMATS
+from .images import ASPECT_RATIOS, OUTPUT_FORMATS
 from .runtime import SEED_MAX
 
 # name -> the fields an input of that name has in every deployment that takes it. Fields left out
@@ -34,6 +34,9 @@ SHARED: dict[str, dict] = {
     "output_format": dict(default="png", choices=list(OUTPUT_FORMATS), description="Format of the output image."),
     "output_quality": dict(default=90, ge=1, le=100,
                            description="Quality for lossy formats (webp, jpg), 1-100; ignored for png."),
+    "aspect_ratio": dict(default="custom", choices=["custom", *ASPECT_RATIOS],
+                         description="Shape of the image at about one megapixel (FLUX.1-dev's training size); "
+                                     "custom uses width and height."),
     "image": dict(),  # a required file; its description says what the deployment does with it
     # Text generation
     "temperature": dict(default=0.7, ge=0.0, le=2.0,

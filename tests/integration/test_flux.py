@@ -60,7 +60,14 @@ def test_sizes_are_rounded_to_what_flux_accepts_and_reported(server):
     assert "size.rounded" in body["logs"]
 
 
-@pytest.mark.parametrize("field,value,words", [("width", 9999, "maximum of 1440"), ("height", 64, "minimum of 256"),
+@pytest.mark.parametrize("ratio,size", [("16:9", (1328, 752)), ("9:21", (624, 1440))])
+def test_an_aspect_ratio_sets_a_one_megapixel_size_over_width_and_height(server, ratio, size):
+    body = ok(server(T2I).predict({**FAST, "num_inference_steps": 1, "aspect_ratio": ratio}))
+    assert decode_image(body["output"]).size == size  # FAST's 256x256 is not used
+    assert body["metrics"]["aspect_ratio"] == ratio
+
+
+@pytest.mark.parametrize("field,value,words", [("aspect_ratio", "2:1", "not one of"), ("width", 9999, "maximum of 1440"), ("height", 64, "minimum of 256"),
                                                ("num_inference_steps", 0, "minimum of 1"), ("guidance_scale", 11, "maximum"),
                                                ("output_format", "gif", "not one of"), ("seed", -1, "minimum of 0")])
 def test_out_of_range_inputs_are_rejected_by_the_server(server, field, value, words):

@@ -5,6 +5,7 @@ import io
 import pytest
 from PIL import Image
 
+from shared import images
 from shared.images import fit_size, load_rgb, save
 from shared.runtime import InputError
 
@@ -53,3 +54,17 @@ def test_images_are_converted_to_rgb(tmp_path):
     path = tmp_path / "a.png"
     path.write_bytes(buf.getvalue())
     assert load_rgb(path).mode == "RGB"
+
+
+@pytest.mark.parametrize("ratio", images.ASPECT_RATIOS)
+def test_aspect_ratios_give_about_one_megapixel_in_their_shape_within_flux_bounds(ratio):
+    w, h = images.size_for_aspect_ratio(ratio, megapixels=1.0, multiple=16, max_side=1440, min_side=256)
+    across, down = (int(n) for n in ratio.split(":"))
+    assert w % 16 == 0 and h % 16 == 0 and 256 <= min(w, h) and max(w, h) <= 1440
+    assert abs((w / h) / (across / down) - 1) < 0.03  # the shape survives rounding to 16 and the 1440 cap
+    assert 0.85e6 < w * h < 1.1e6 or max(w, h) == 1440  # 21:9 hits the cap before one megapixel
+
+
+def test_an_unknown_aspect_ratio_names_the_input():
+    with pytest.raises(InputError, match="aspect_ratio"):
+        images.size_for_aspect_ratio("2:1", megapixels=1.0, multiple=16, max_side=1440, min_side=256)
