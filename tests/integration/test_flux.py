@@ -67,7 +67,8 @@ def test_an_aspect_ratio_sets_a_one_megapixel_size_over_width_and_height(server,
     assert body["metrics"]["aspect_ratio"] == ratio
 
 
-@pytest.mark.parametrize("field,value,words", [("aspect_ratio", "2:1", "not one of"), ("width", 9999, "maximum of 1440"), ("height", 64, "minimum of 256"),
+@pytest.mark.parametrize("field,value,words", [("aspect_ratio", "2:1", "not one of"),
+                                               ("width", 9999, "maximum of 1440"), ("height", 64, "minimum of 256"),
                                                ("num_inference_steps", 0, "minimum of 1"), ("guidance_scale", 11, "maximum"),
                                                ("output_format", "gif", "not one of"), ("seed", -1, "minimum of 0")])
 def test_out_of_range_inputs_are_rejected_by_the_server(server, field, value, words):
