@@ -11,6 +11,7 @@
 #   make test-unit | test-integration | test-canary    one tier of `make test`
 #   make test-gpu                  the optimized paths on a CUDA GPU, synthetic weights (the device machine)
 #   make schemas | check-schemas   write / check deployments/*/.cog/openapi_schema.json
+#   make docs                      the docs site (MkDocs Material) into outputs/site, --strict; `make docs-serve` to read it
 #   make clean                     remove outputs/ and pytest's cache
 
 SHELL := /bin/bash
@@ -22,7 +23,7 @@ WEIGHT_PROFILE ?= tiny
 export WEIGHT_PROFILE
 DEPLOYMENTS := $(notdir $(wildcard deployments/*))
 
-.PHONY: help setup demo test test-unit test-integration test-canary canary test-gpu predict serve schemas check-schemas lint clean $(DEPLOYMENTS)
+.PHONY: help setup demo docs docs-serve test test-unit test-integration test-canary canary test-gpu predict serve schemas check-schemas lint clean $(DEPLOYMENTS)
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -40,7 +41,7 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m shared.cogserver demo
 
-test: $(STAMP)
+test: $(STAMP) docs
 	$(PY) -m pytest tests/unit tests/integration tests/canary tests/gpu
 
 test-unit: $(STAMP)
@@ -82,6 +83,14 @@ schemas: $(STAMP)
 
 check-schemas: $(STAMP)
 	$(PY) -m shared.schema --check
+
+# Pages are generated from the README, the committed schemas, the catalog and benchmarks/results/
+# (docs/_site/hooks.py); --strict fails the build on a broken link or a missing page.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 PYTHONPATH=. $(PY) -m mkdocs build --strict
+
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 PYTHONPATH=. $(PY) -m mkdocs serve --dev-addr 127.0.0.1:8000
 
 clean:
 	rm -rf outputs .pytest_cache

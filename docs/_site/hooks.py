@@ -1,0 +1,182 @@
+"""MkDocs hooks: pages made from what the repository already holds, so the site cannot drift from it.
+
+- `index.md` is the README, its `docs/...` links pointed at the site's pages;
+- one page per deployment, its inputs table read from the committed `.cog/openapi_schema.json` (what
+  `cog build` and the server enforce) and its model and LoRAs from the catalog;
+- `charts.md`: PNG charts drawn from the benchmark results under `benchmarks/results/`;
+- in every page, a path to another docs page written in a code span (`docs/operations.md`) becomes a link.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+from mkdocs.structure.files import File
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def on_files(files, config):
+    from shared import catalog
+
+    def add(uri: str, content: str | bytes) -> None:
+        files.append(File.generated(config, uri, content=content))
+
+    add("index.md", (ROOT / "README.md").read_text())
+    for dep in catalog.DEPLOYMENTS.values():
+        add(f"deployments/{dep.name}.md", deployment_page(dep))
+    for name, png in charts().items():
+        add(f"charts/{name}.png", png)
+    add("charts.md", charts_page())
+    return files
+
+
+def on_page_markdown(markdown: str, page, config, files):
+    depth = page.file.src_uri.count("/")
+    up = "../" * depth
+
+    def link(match: re.Match) -> str:
+        name = match.group(1)
+        return f"[`docs/{name}.md`]({up}{name}.md)"
+
+    markdown = re.sub(r"`docs/([a-z_]+)\.md`", link, markdown)
+    # The README's own links into docs/ (it is the home page here).
+    return re.sub(r"\]\(docs/([a-z_]+\.md)", lambda m: f"]({up}{m.group(1)}", markdown)
+
+
+# -- deployment pages -------------------------------------------------------------------------------
+
+def _type(prop: dict, schemas: dict) -> tuple[str, str]:
+    """(type, allowed values) of one input as the schema states it."""
+    if "allOf" in prop:  # a choice: Cog writes it as a named enum
+        enum = schemas[prop["allOf"][0]["$ref"].rsplit("/", 1)[1]]
+        return enum.get("type", "string"), ", ".join(f"`{v}`" for v in enum["enum"])
+    kind = "file (upload, data URI or URL)" if prop.get("format") == "uri" else prop.get("type", "")
+    bounds = []
+    if "minimum" in prop or "maximum" in prop:
+        bounds.append(f"{prop.get('minimum', '')} to {prop.get('maximum', '')}")
+    if "minLength" in prop:
+        bounds.append(f"at least {prop['minLength']} character")
+    return kind, "; ".join(bounds)
+
+
+def inputs_table(schema: dict) -> str:
+    schemas = schema["components"]["schemas"]
+    inputs = schemas["Input"]
+    required = set(inputs.get("required", []))
+    rows = ["| input | type | default | allowed | what it does |", "|---|---|---|---|---|"]
+    for name, prop in sorted(inputs["properties"].items(), key=lambda kv: kv[1].get("x-order", 0)):
+        kind, allowed = _type(prop, schemas)
+        default = "required" if name in required else ("empty" if prop.get("default") in (None, "") else
+                                                        f"`{prop['default']}`")
+        rows.append(f"| `{name}` | {kind} | {default} | {allowed} | {prop.get('description', '')} |")
+    return "\n".join(rows)
+
+
+def deployment_page(dep) -> str:
+    schema = json.loads((ROOT / "deployments" / dep.name / ".cog" / "openapi_schema.json").read_text())
+    output = schema["components"]["schemas"]["Output"]
+    streamed = output.get("type") == "array"
+    example = " ".join(f"{k}={json.dumps(v) if not isinstance(v, str) or ' ' in v else v}"
+                       for k, v in dep.example.items())
+    lines = [f"# {dep.name}", "", dep.description, "",
+             f"Model: [{dep.checkpoint.repo_id}](https://huggingface.co/{dep.checkpoint.repo_id}) at revision "
+             f"`{dep.checkpoint.revision}`."]
+    if dep.loras:
+        lines.append("")
+    for lora in dep.loras:
+        lines.append(f"- Style LoRA [{lora.repo_id}](https://huggingface.co/{lora.repo_id}) at `{lora.revision}`: "
+                     f"triggers {', '.join(lora.triggers)}.")
+    lines += ["", "## Inputs", "", "From the committed schema (`deployments/"
+              f"{dep.name}/.cog/openapi_schema.json`), which the server enforces: a value out of range is a 422 "
+              "naming the input.", "", inputs_table(schema), "",
+              "## Output", "",
+              "Text, streamed token by token (`Accept: text/event-stream`), whole in the prediction's `output`."
+              if streamed else "An image file (a data URI from a local server, a URL on Replicate).", "",
+              "## Try it", "", "```bash", f"make predict D={dep.name} I='{example}'", f"make {dep.name}"
+              "                 # the example request above, through the real Cog server", "```", ""]
+    return "\n".join(lines)
+
+
+# -- benchmark charts -------------------------------------------------------------------------------
+
+def _latest(pattern: str) -> dict | None:
+    found = sorted(RESULTS.glob(pattern))
+    return json.loads(found[-1].read_text()) if found else None
+
+
+def _pairs(title: str, pairs: dict[str, tuple[float, float]], labels: tuple[str, str], xlabel: str,
+           target: float | None = None):
+    """Two bars per deployment (before / after), grouped, with a legend."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 0.75 * len(pairs) + 1.4))
+    names = list(pairs)[::-1]
+    ys = range(len(names))
+    ax.barh([y + 0.2 for y in ys], [pairs[n][0] for n in names], height=0.38, color="#9e9e9e", label=labels[0])
+    ax.barh([y - 0.2 for y in ys], [pairs[n][1] for n in names], height=0.38, color="#3f51b5", label=labels[1])
+    for y, n in enumerate(names):
+        for offset, value in ((0.2, pairs[n][0]), (-0.2, pairs[n][1])):
+            ax.text(value, y + offset, f" {value:g}", va="center", fontsize=8)
+    if target:
+        ax.axvline(target, color="#e53935", linestyle="--", linewidth=1, label=f"target {target:g}")
+    ax.set_yticks(list(ys), names)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=10)
+    ax.margins(x=0.12)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18 - 0.6 / len(pairs)), ncol=3, fontsize=8, frameon=False)
+    return fig
+
+
+def charts() -> dict[str, bytes]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    made = {}
+    boots = {}
+    for dep in ("flux-lora-txt2img", "flux-lora-img2img", "smollm3-3b", "gemma3-4b-it"):
+        result = _latest(f"*cold-start-{dep}-synthetic-default-N*.json")
+        if result and "cold" in result and "with_tar" in result:
+            boots[dep] = (result["cold"]["ready_s"], result["with_tar"]["ready_s"])
+    if boots:
+        made["cold-start"] = _png(_pairs("Boot: launch to READY through the Cog server (H100)", boots,
+                                         ("cold (empty caches)", "with the compile artifact"), "seconds", target=90))
+    speeds = {}
+    for dep in ("smollm3-3b", "gemma3-4b-it"):
+        result = _latest(f"*-{dep}-default-N*.json")
+        if result and "baseline" in result:
+            speeds[dep] = (result["baseline"]["tokens_per_s"], result["optimized"]["tokens_per_s"])
+    if speeds:
+        made["text-decode"] = _png(_pairs("Decode, batch 1 (H100, synthetic weights)", speeds,
+                                          ("bf16 eager", "optimized (default path)"), "tokens per second"))
+    flux = _latest("*-flux-default-N*.json")
+    if flux:
+        made["flux-step"] = _png(_pairs(f"FLUX.1-dev transformer step, {flux['size']}x{flux['size']} (H100)",
+                                        {"flux-lora-txt2img": (flux["baseline"]["ms_per_step"],
+                                                               flux["optimized"]["ms_per_step"])},
+                                        ("bf16 eager", "default (int8 T5, regional compile)"), "ms per step"))
+    return made
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def charts_page() -> str:
+    return "\n".join([
+        "# Benchmark charts", "",
+        "Drawn when the site is built from the newest result files in `benchmarks/results/` (each file names "
+        "its device, commit and date; `docs/benchmarks.md` says how they are made).", "",
+        "## Boot time, cold and with the compile artifact", "", "![cold start](charts/cold-start.png)", "",
+        "## Text decode speed", "", "![decode speed](charts/text-decode.png)", "",
+        "## FLUX step time", "", "![FLUX step](charts/flux-step.png)", ""])
