@@ -114,7 +114,7 @@ def _pairs(title: str, pairs: dict[str, tuple[float, float]], labels: tuple[str,
     """Two bars per deployment (before / after), grouped, with a legend."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 0.75 * len(pairs) + 1.4))
+    fig, ax = plt.subplots(figsize=(7.5, 0.75 * len(pairs) + 2.0))
     names = list(pairs)[::-1]
     ys = range(len(names))
     ax.barh([y + 0.2 for y in ys], [pairs[n][0] for n in names], height=0.38, color="#9e9e9e", label=labels[0])
@@ -128,7 +128,8 @@ def _pairs(title: str, pairs: dict[str, tuple[float, float]], labels: tuple[str,
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=10)
     ax.margins(x=0.12)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18 - 0.6 / len(pairs)), ncol=3, fontsize=8, frameon=False)
+    fig.legend(loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
 
 
@@ -165,7 +166,6 @@ def charts() -> dict[str, bytes]:
 def _png(fig) -> bytes:
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
