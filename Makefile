@@ -30,9 +30,15 @@ help:
 	@echo "deployments: $(DEPLOYMENTS)"
 
 # The CPU environment: its own venv, CPU torch pinned by a constraints file (never a CUDA wheel here).
+# torch comes first, from PyTorch's CPU index where that can be reached: PyPI's torch is the multi-GB CUDA
+# build, and the index's 2.13.0+cpu sorts above it. Where the index cannot be reached (a machine with only
+# PyPI and a local CPU wheel), pip says so once and takes what it finds; the rest then keeps that torch.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 $(STAMP): requirements/cpu.txt requirements/constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --retries 0 --timeout 20 -c requirements/constraints-cpu.txt \
+		--extra-index-url $(TORCH_INDEX) torch
 	$(PY) -m pip install --quiet -c requirements/constraints-cpu.txt -r requirements/cpu.txt
 	touch $(STAMP)
 
