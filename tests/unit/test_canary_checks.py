@@ -59,7 +59,11 @@ def test_a_removed_choice_and_a_new_required_input_are_breaking():
 
 
 def test_a_new_optional_input_is_compatible():
-    assert _planted("gemma3-4b-it", lambda c: c["Input"]["properties"].update(system_prompt={"type": "string"})) == []
+    def add_optional(c):
+        assert "answer_language" not in c["Input"]["properties"]  # new, not a change to an existing input
+        c["Input"]["properties"]["answer_language"] = {"type": "string"}
+
+    assert _planted("gemma3-4b-it", add_optional) == []
 
 
 # -- output sanity -------------------------------------------------------------------------------
