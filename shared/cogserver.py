@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import requests
+import tenacity
 
 from .catalog import DEPLOYMENTS, EXAMPLES, REPO_ROOT
 
@@ -149,44 +150,43 @@ class CogServer:
         return post_prediction(self.url, inputs, timeout=timeout)
 
     def stream(self, inputs: dict, *, timeout: float = 600) -> list[tuple[str, str]]:
-        """POST with `Accept: text/event-stream`; returns the (event, data) pairs as they arrived."""
-        events, event, data = [], "message", []
-        with post_prediction(self.url, inputs, timeout=timeout, stream=True, headers={"Accept": "text/event-stream"}) as r:
-            if r.status_code != 200:
-                raise RuntimeError(f"streaming request failed: {r.status_code} {r.text[:500]}")
-            # Split bytes, then decode: str.splitlines() would also break on U+2028 etc. inside the JSON,
-            # and SSE is UTF-8 by definition (the header names no charset).
-            for raw in r.iter_lines():
-                line = raw.decode("utf-8")
-                if line == "":
-                    if data:
-                        events.append((event, "\n".join(data)))
-                    event, data = "message", []
-                elif line.startswith("event:"):
-                    event = line[6:].strip()
-                elif line.startswith("data:"):
-                    data.append(line[5:].lstrip())
-        return events
+        return stream_prediction(self.url, inputs, timeout=timeout)
+
+
+def stream_prediction(url: str, inputs: dict, *, timeout: float = 600) -> list[tuple[str, str]]:
+    """POST with `Accept: text/event-stream`; returns the (event, data) pairs as they arrived."""
+    import sseclient
+
+    with post_prediction(url, inputs, timeout=timeout, stream=True, headers={"Accept": "text/event-stream"}) as r:
+        if r.status_code != 200:
+            raise RuntimeError(f"streaming request failed: {r.status_code} {r.text[:500]}")
+        # sseclient splits events on bytes, then decodes: a generated U+2028 inside the JSON stays inside it
+        # (httpx's line decoder, under httpx-sse, splits there and cuts the chunk in two).
+        return [(event.event, event.data) for event in sseclient.SSEClient(r).events()]
+
+
+def busy_retrying(busy_wait: float = 30) -> tenacity.Retrying:
+    """Retry while the server answers 409 "at capacity", briefly and with a bound (then its answer is returned).
+
+    The server frees its slot a moment after it answers, so a request sent right after the previous one can
+    be turned away. Works for requests' and httpx's responses alike."""
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_result(lambda response: response.status_code == 409),
+        wait=tenacity.wait_exponential(multiplier=0.05, max=1.0),  # 50 ms, 100 ms, ... 1 s
+        stop=tenacity.stop_after_delay(busy_wait),
+        before_sleep=lambda state: state.outcome.result().close(),
+        retry_error_callback=lambda state: state.outcome.result(),  # still busy: the caller sees the 409
+    )
 
 
 def post_prediction(url: str, inputs: dict | None, *, timeout: float, busy_wait: float = 30, **kwargs) -> requests.Response:
     """POST {url}/predictions, waiting while the server answers 409 "at capacity".
 
     The body is {"input": inputs}; with inputs None, the body given in kwargs (json= or data=) goes as it is.
-    The server frees its slot a moment after it answers, so a request sent right after the
-    previous one can be turned away; a client retries that, briefly and with a bound.
     """
     if inputs is not None:
         kwargs["json"] = {"input": inputs}
-    deadline = time.monotonic() + busy_wait
-    delay = 0.05
-    while True:
-        r = requests.post(f"{url}/predictions", timeout=timeout, **kwargs)
-        if r.status_code != 409 or time.monotonic() > deadline:
-            return r
-        r.close()
-        time.sleep(delay)
-        delay = min(delay * 2, 1.0)
+    return busy_retrying(busy_wait)(requests.post, f"{url}/predictions", timeout=timeout, **kwargs)
 
 
 # -- files in and out -----------------------------------------------------------------------------
