@@ -169,7 +169,7 @@ def busy_retrying(busy_wait: float = 30) -> tenacity.Retrying:
     """Retry while the server answers 409 "at capacity", briefly and with a bound (then its answer is returned).
 
     The server frees its slot a moment after it answers, so a request sent right after the previous one can
-    be turned away. Works for requests' and httpx's responses alike."""
+    be turned away."""
     return tenacity.Retrying(
         retry=tenacity.retry_if_result(lambda response: response.status_code == 409),
         wait=tenacity.wait_exponential(multiplier=0.05, max=1.0),  # 50 ms, 100 ms, ... 1 s
