@@ -31,3 +31,18 @@ def test_a_request_without_a_json_content_type_is_read_as_an_empty_input(server)
     s = server(NAME)
     r = requests.post(f"{s.url}/predictions", data=json.dumps({"input": SMALL}))
     assert "Field required" in rejected(r, "prompt")
+
+
+def test_a_prediction_id_that_cannot_be_a_folder_name_blocks_the_server_until_it_restarts():
+    """coglet 0.23.1 uses the id as a directory name; docs/operations.md gives the upstream reproduction and the
+    advice (let only [A-Za-z0-9_-]{1,64} ids through, or send none). Its own server: this one is left stuck.
+    When an upgrade fixes it, this test fails: update the docs with it."""
+    from shared.cogserver import CogServer, post_prediction
+    from tests.conftest import TEST_SERVER_ENV
+
+    with CogServer(NAME, env=TEST_SERVER_ENV, setup_timeout=300) as s:
+        body = requests.post(f"{s.url}/predictions", json={"id": "a\u0000b", "input": SMALL}, timeout=60).json()
+        assert body["status"] == "failed" and "output dir" in body["error"], body
+        after = post_prediction(s.url, SMALL, timeout=60, busy_wait=3)  # retried for 3 s: not the brief 409 above
+        assert after.status_code == 409  # and every request after it, until the process restarts
+        assert requests.get(f"{s.url}/health-check", timeout=10).json()["status"] == "BUSY"
