@@ -183,7 +183,7 @@ class FluxLoraRunner(BaseRunner):
     def generation_parameters(self, route, lora_scale: float, steps: int, guidance: float, seed: int, image,
                               call: dict) -> dict:
         """What made this image, for its PNG text (a user's LoRA by its cache key, never its URL: it may be signed)."""
-        lora = f"user {route.user}" if route.user else route.lora.name if route.lora else "none"
+        lora = f"user {route.user}" if route.user else route.label
         # FLUX.1-dev's guidance is distilled (an input of the model, no second pass): written as Forge writes it.
         parameters = {"Steps": steps, "Sampler": "FlowMatchEulerDiscrete", "CFG scale": 1, "Distilled CFG Scale": guidance,
                       "Seed": seed,
@@ -215,7 +215,7 @@ class FluxLoraRunner(BaseRunner):
                                      prompt))
         seconds = round(time.perf_counter() - started, 3)
         for key, value in {"image_count": 1, "seed": seed, "width": image.width, "height": image.height,
-                           "lora": "user" if route.user else route.lora.name if route.lora else "none", **report}.items():
+                           "lora": route.label, **report}.items():
             self.record_metric(key, value)
         log_event("predict.end", deployment=self.dep.name, seconds=seconds, hot_swapped=swapped, output=str(path),
                   bytes=path.stat().st_size, size=f"{image.width}x{image.height}", peak_gpu_gb=peak_memory_gb())

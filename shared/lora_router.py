@@ -30,6 +30,11 @@ class Route:
     def adapter(self) -> str:
         return self.user or (self.lora.name if self.lora else BASE)
 
+    @property
+    def label(self) -> str:
+        """What a request used, as reported: "user" (a user's own LoRA), a style's name, or "none"."""
+        return "user" if self.user else self.lora.name if self.lora else "none"
+
     def apply_to(self, prompt: str) -> str:
         if self.lora is None:
             return prompt

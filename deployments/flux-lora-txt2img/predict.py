@@ -38,10 +38,9 @@ class Runner(FluxLoraRunner):
         output_format: str = Input(default="png", choices=["png", "webp", "jpg"], description="Format of the output image."),
         output_quality: int = Input(default=90, ge=1, le=100, description="Quality for lossy formats (webp, jpg), 1-100; ignored for png."),
     ) -> Path:
-        if aspect_ratio != "custom":
-            w, h = size_for_aspect_ratio(aspect_ratio, megapixels=1.0, multiple=SIZE_MULTIPLE, max_side=MAX_SIDE,
-                                         min_side=MIN_SIDE)
-            width, height = w, h  # what was asked, through the ratio
+        if aspect_ratio != "custom":  # the size asked, through the ratio (already one FLUX accepts)
+            width, height = size_for_aspect_ratio(aspect_ratio, megapixels=1.0, multiple=SIZE_MULTIPLE,
+                                                  max_side=MAX_SIDE, min_side=MIN_SIDE)
         w, h = fit_size(width, height, multiple=SIZE_MULTIPLE, max_side=MAX_SIDE, min_side=MIN_SIDE)
         if (w, h) != (width, height):
             log_event("size.rounded", asked=f"{width}x{height}", used=f"{w}x{h}", multiple=SIZE_MULTIPLE)
