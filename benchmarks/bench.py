@@ -1,6 +1,7 @@
 """GPU benchmarks: each deployment's optimized path against its plain bf16 baseline, in one run.
 
     python benchmarks/bench.py flux                # FLUX txt2img: eager bf16 vs int8-T5 + regional compile
+    python benchmarks/bench.py flux-variants       # FLUX transformer: each optimization step alone and together (flux_speed.py)
     python benchmarks/bench.py flux-sizes          # FLUX img2img at several sizes: compile per size vs dynamic
     python benchmarks/bench.py text smollm3-3b     # decode tokens/s: HF generate bf16 eager vs the deployment
     python benchmarks/bench.py text gemma3-4b-it
@@ -418,6 +419,11 @@ def main() -> int:
     f.add_argument("--transformer", default="none", choices=["none", "fp8", "int8"])
     f.add_argument("--shapes", default="dynamic", choices=["dynamic", "auto"])
     f.add_argument("--kernel-tuning", default="off", choices=["off", "on"])
+    v = sub.add_parser("flux-variants")
+    v.add_argument("--sizes", default="1024,768")
+    v.add_argument("--repeats", type=int, default=10)
+    v.add_argument("--budget-s", type=float, default=420, help="stop starting variants after this many seconds")
+    v.add_argument("--only", help="run only variants whose label contains one of these (;-separated)")
     z = sub.add_parser("flux-sizes")
     z.add_argument("--sizes", default="768x768,320x256,1024x576,512x896")
     z.add_argument("--modes", default="auto,dynamic")
@@ -445,7 +451,10 @@ def main() -> int:
         print("benchmarks need a CUDA GPU (see docs/benchmarks.md)", file=sys.stderr)
         return 2
     variant = variant_name()  # before the run: benchmarks set OPTIMIZE for their own baselines
-    result = {"flux": bench_flux, "flux-sizes": bench_flux_sizes, "text": bench_text, "canary": bench_canary,
+    from flux_speed import bench_flux_variants
+
+    result = {"flux": bench_flux, "flux-variants": bench_flux_variants, "flux-sizes": bench_flux_sizes, "text": bench_text,
+              "canary": bench_canary,
               "cold-start": bench_cold_start}[args.what](args)
     label = args.what
     if args.what == "text":
@@ -454,6 +463,12 @@ def main() -> int:
         path = write(f"cold-start-{args.deployment}-{args.weights}", variant, result)
         boots = {k: v["ready_s"] for k, v in result.items() if k == "cold" or k.startswith("with_")}
         print(f"\ncold-start {args.deployment}: READY after {boots} s; artifacts {result['artifacts']}  -> {path}")
+        return 0
+    elif args.what == "flux-variants":
+        path = write("flux-variants", variant, result)
+        for name, row in result["variants"].items():
+            print(f"{name:45s} {row.get('ms_per_step') or row.get('error') or row.get('skipped')}")
+        print(f"components {result['components']}  -> {path}")
         return 0
     elif args.what == "canary":
         label = f"canary-{args.deployment}-{args.samples}samples"

@@ -36,21 +36,26 @@ def apply_int8_weight_only(model: nn.Module, filter_fn: LinearFilter | None = No
     return model
 
 
-def apply_float8(model: nn.Module, filter_fn: LinearFilter | None = None) -> nn.Module:
-    """torchao float8 (dynamic activations, per-row weights): Hopper's fp8 tensor cores, half the memory.
+def apply_float8(model: nn.Module, filter_fn: LinearFilter | None = None, granularity: str = "row") -> nn.Module:
+    """torchao float8 (dynamic activation scales, fast accumulation): Hopper's fp8 tensor cores, half the memory.
 
+    granularity "tensor": one scale per activation and per weight (cuBLAS's plain fp8 GEMM; what flux-fast
+    and Replicate use); "row": one scale per activation row and weight row (finer, a rowwise GEMM).
     Slower than bf16 until compiled (measured 3.4x slower eager on FLUX): only use with compile.
     """
     ao = require("torchao", install="torchao==0.18.0", purpose="float8 quantization")
-    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, PerTensor
 
     if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9):
         raise RuntimeError("float8 quantization needs a GPU with compute capability 8.9+ (Ada/Hopper)")
+    scales = {"row": PerRow, "tensor": PerTensor}
+    if granularity not in scales:
+        raise ValueError(f"float8 granularity must be one of {sorted(scales)}, not {granularity!r}")
     filter_fn = linear_only(filter_fn)
     count = _count_linear(model, filter_fn)
-    config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), **KEEP_INDUCTOR_CONFIG)
+    config = Float8DynamicActivationFloat8WeightConfig(granularity=scales[granularity](), **KEEP_INDUCTOR_CONFIG)
     ao.quantization.quantize_(model, config, filter_fn=filter_fn)
-    log_event("quantize", method="torchao.float8_per_row", linear_layers=count)
+    log_event("quantize", method=f"torchao.float8_per_{granularity}", linear_layers=count)
     return model
 
 
