@@ -22,18 +22,20 @@ from pathlib import Path
 
 import torch
 
-# Variants in order: (label, options over the base {transformer: none, attention: native, compile: off}).
+# Variants in order: (label, options over BASE: bf16, eager, no graphs). The first run
+# (2026-12-04, H200) also had cuDNN attention: torch 2.11 already picks cuDNN's kernel for FLUX, so no change.
 VARIANTS = [
     ("bf16 eager", {}),
-    ("bf16 eager + cudnn attention", {"attention": "cudnn"}),
-    ("bf16 compile dynamic (old default)", {"compile": "on", "shapes": "dynamic"}),
-    ("bf16 compile dynamic + cudnn", {"compile": "on", "shapes": "dynamic", "attention": "cudnn"}),
-    *[(f"fp8 per-{scales} compile {shapes} + cudnn",
-       {"transformer": value, "compile": "on", "shapes": shapes, "attention": "cudnn"})
-      for scales, value in (("tensor", "fp8"), ("row", "fp8-row")) for shapes in ("static", "dynamic")],
+    ("bf16 compile dynamic (old default)", {"compile": "on"}),
+    ("bf16 compile dynamic + graphs", {"compile": "on", "cuda_graphs": "on"}),
+    ("fp8 per-row compile dynamic + graphs", {"transformer": "fp8-row", "compile": "on", "cuda_graphs": "on"}),
+    ("fp8 per-tensor compile dynamic + graphs", {"transformer": "fp8", "compile": "on", "cuda_graphs": "on"}),
+    ("fp8 per-row compile dynamic", {"transformer": "fp8-row", "compile": "on"}),
+    ("fp8 per-row compile static + graphs", {"transformer": "fp8-row", "compile": "on", "shapes": "static",
+                                              "cuda_graphs": "on"}),
 ]
-BASE = {"text_encoder": "none", "transformer": "none", "attention": "native", "compile": "off", "shapes": "dynamic",
-        "kernel_tuning": "off", "warmup": "off"}
+BASE = {"text_encoder": "none", "transformer": "none", "compile": "off", "shapes": "dynamic", "kernel_tuning": "off",
+        "cuda_graphs": "off", "warmup": "off"}
 
 
 def cuda_median_ms(fn, repeats: int) -> float:
@@ -58,6 +60,11 @@ def peak_gb() -> float | None:
     return round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None
 
 
+def reset_peak() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
 def synchronize() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -68,7 +75,7 @@ def capture_transformer_inputs(runner, size: int) -> dict:
     seen = {}
 
     def hook(module, args, kwargs):
-        seen.update({k: v.clone() if torch.is_tensor(v) else v for k, v in kwargs.items() if k != "return_dict"})
+        seen.update({k: v.clone() if torch.is_tensor(v) else v for k, v in kwargs.items()})
 
     handle = runner.pipe.transformer.register_forward_pre_hook(hook, with_kwargs=True)
     try:
@@ -76,6 +83,7 @@ def capture_transformer_inputs(runner, size: int) -> dict:
                               seed=1, route=runner.router.route("Anime"))
     finally:
         handle.remove()
+    assert seen.get("return_dict") is False, "the pipeline asks for the tuple form (what CUDA graphs serve)"
     return seen
 
 
@@ -153,7 +161,7 @@ def bench_flux_variants(args) -> dict:
     record()
     chosen = [v for v in VARIANTS if not args.only or any(o in v[0] for o in args.only.split(";"))]
     with torch.inference_mode():
-        reference = master(**inputs[sizes[0]], return_dict=False)[0].float()  # bf16 eager, native attention
+        reference = master(**inputs[sizes[0]])[0].float()  # bf16 eager, native attention
     for label, change in chosen:
         if time.perf_counter() > deadline:
             result["variants"][label] = {"skipped": "out of time"}
@@ -164,8 +172,7 @@ def bench_flux_variants(args) -> dict:
         try:
             started = time.perf_counter()
             applied = flux.optimize_transformer(model, {**BASE, **change})
-            if torch.cuda.is_available():
-                torch.cuda.reset_peak_memory_stats()
+            reset_peak()
             with torch.inference_mode():
                 for size in sizes:
                     model(**inputs[size])  # compiles (each size for static shapes)
@@ -178,7 +185,7 @@ def bench_flux_variants(args) -> dict:
                     row.setdefault("ms_per_step", {})[size] = cuda_median_ms(step, args.repeats)
                 # Fidelity of one step against bf16 eager on the same inputs (the whole 28-step image:
                 # the server benchmark).
-                out = model(**inputs[sizes[0]], return_dict=False)[0].float()
+                out = model(**inputs[sizes[0]])[0].float()
                 row["relative_error_vs_bf16_eager"] = float((out - reference).norm() / reference.norm())
             row["applied"] = applied
             row["peak_gpu_gb"] = peak_gb()
@@ -193,6 +200,10 @@ def bench_flux_variants(args) -> dict:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
         record()
+    if args.end_to_end and time.perf_counter() < deadline + args.end_to_end_s:
+        torch._dynamo.reset()
+        result["end_to_end"] = end_to_end(runner, dict(VARIANTS)[args.end_to_end], args)
+        record()
     steps = 28
     rest = result["components"]
     for row in result["variants"].values():
@@ -201,3 +212,60 @@ def bench_flux_variants(args) -> dict:
                 size: round((steps * ms + rest["encode_prompt_t5_int8_ms"] + rest["vae_decode_ms"]) / 1000, 3)
                 for size, ms in row["ms_per_step"].items()}
     return result
+
+
+def end_to_end(runner, change: dict, args) -> dict:
+    """One variant applied to the deployment's own pipeline (int8 T5, the LoRA slot): whole images at both
+    sizes, the fidelity of a whole 28-step image against bf16 eager, and LoRA swaps through the graphs."""
+    import numpy as np
+
+    from shared import flux
+
+    anime, router = runner.router.route("Anime"), runner.router
+    out = {"variant": change, "repeats": args.repeats_images}
+
+    def image(size: int, steps: int, route=anime, **extra):
+        # As a request reads it: the trigger's template around the text (styles of one LoRA differ by it alone).
+        call = {"prompt": route.apply_to("a lighthouse at dusk"), "width": size, "height": size, "output_type": "np", **extra}
+        return runner.generate_image(call, steps=steps, guidance=3.5, seed=1, route=route)[0]
+
+    def psnr(a, b) -> float:
+        mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+        return round(10 * np.log10(1.0 / mse), 2) if mse > 0 else float("inf")
+
+    reference = image(1024, 28)  # bf16 eager transformer, same weights, seed and T5
+    out["applied"] = flux.optimize_transformer(runner.pipe.transformer, {**BASE, **change})
+    started = time.perf_counter()
+    for size in (1024, 768):
+        image(size, 2)  # compiles and captures each size's graph
+    out["compile_and_capture_s"] = round(time.perf_counter() - started, 1)
+    fast = image(1024, 28)
+    out["fidelity_1024_28_steps"] = {"psnr_db": psnr(fast, reference),
+                                     "relative_error": float(np.linalg.norm(fast - reference) / np.linalg.norm(reference)),
+                                     "finite": bool(np.isfinite(fast).all() and np.isfinite(reference).all())}
+    for size, steps in ((1024, 28), (768, 30)):
+        reset_peak()
+        seconds = [cuda_median_ms(lambda s=size, n=steps: image(s, n), 1) / 1000 for _ in range(args.repeats_images)]
+        out[f"{size}_{steps}_steps"] = {"seconds": seconds, "median_s": round(statistics.median(seconds), 3),
+                                        "peak_gpu_gb": peak_gb()}
+        print("end to end", size, steps, out[f"{size}_{steps}_steps"], flush=True)
+    # Hot-swaps through the graph: every style gives other pixels, a style comes back the same, and the
+    # graph's pixels are the eager forward's.
+    swaps, pixels = {}, {}
+    for label in ("Anime", "GHIBSKY", "Pixel art", "none", "Anime again"):
+        route = router.route(None if label == "none" else label.replace(" again", ""))
+        started = time.perf_counter()
+        router.activate(route)
+        swaps[label] = round(1000 * (time.perf_counter() - started), 1)
+        pixels[label] = image(768, 4, route=route)
+    out["swap_ms"] = swaps
+    labels = list(pixels)[:-1]
+    out["styles_differ"] = all(not np.array_equal(pixels[a], pixels[b]) for i, a in enumerate(labels) for b in labels[i + 1:])
+    out["style_comes_back_identical"] = bool(np.array_equal(pixels["Anime"], pixels["Anime again"]))
+    graphed = runner.pipe.transformer.forward
+    if hasattr(graphed, "remove"):
+        graphed.remove()
+        eager = image(768, 4)
+        out["graph_vs_eager_max_abs_diff"] = float(np.abs(eager - pixels["Anime again"]).max())
+    print("end to end", {k: v for k, v in out.items() if not k[0].isdigit()}, flush=True)
+    return out

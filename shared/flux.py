@@ -14,6 +14,7 @@ from cog import BaseRunner
 from . import catalog, compile as selective_compile, compile_cache, options as opts, quantize, user_lora, url_input, weights
 from .builders import flux as flux_builder
 from .builders.loras import STANDIN_VERSION, write_random_lora
+from .graphed_step import GraphedForward
 from .images import png_text, save
 from .lora_router import LoraTriggerRouter, load_normalized
 from .runtime import (InputError, Phases, cache_dir, explain_oom, log_event, peak_memory_gb, resolve_seed, select_device,
@@ -27,13 +28,12 @@ MAX_CHARS_PER_TOKEN = 32  # longer than any piece of T5's sentencepiece vocabula
 OPTIONS = {
     # T5-XXL is 9.5 GB in bf16 and runs once per request: int8 weights halve it at a negligible cost.
     "text_encoder": opts.Option("int8", "none", ("none", "int8"), "quantize T5 (memory)"),
-    # fp8 halves the transformer and uses Hopper's fp8 tensor cores, but is 3.4x slower until compiled
-    # and the first compile takes minutes: opt-in.
-    "transformer": opts.Option("none", "none", ("none", "fp8", "fp8-row", "int8"),
-                               "quantize the FLUX transformer (fp8: per-tensor scales; fp8-row: per-row)"),
-    # FLUX's attention is ~20% of a step's FLOPs at 1024 (4608 tokens): cuDNN's fused attention is faster
-    # than SDPA's default FlashAttention-2 on Hopper. Same math, other rounding. CPU has only the native path.
-    "attention": opts.Option("native", "native", ("native", "cudnn"), "attention kernel (diffusers' attention backend)"),
+    # fp8 halves the transformer's weights and runs its GEMMs on fp8 tensor cores (measured 2x faster than
+    # bf16's on an H200); only compiled, and only with CUDA graphs is it faster end to end (see cuda_graphs).
+    # Per-row scales: the same GPU time as per-tensor (its activation amax is one fused pass, not two) and
+    # less Python per call. "auto" picks by GPU: fp8-row on Hopper and newer, per-tensor fp8 on Ada, bf16 before.
+    "transformer": opts.Option("auto", "none", ("auto", "none", "fp8", "fp8-row", "int8"),
+                               "quantize the FLUX transformer (fp8: per-tensor scales; fp8-row: per-row; auto: by GPU)"),
     # Regional compile of the repeated transformer blocks: 21 s once instead of a whole-model compile
     # that did not finish in 6 minutes; hot-swapped LoRAs never trigger a recompile.
     "compile": opts.Option("on", "off", ("on", "off"), "torch.compile the transformer blocks"),
@@ -46,12 +46,12 @@ OPTIONS = {
     # Coordinate-descent tuning of every Inductor kernel: 240 s more boot (py-spy, H100, cold) for
     # kernels that are mostly large matmuls already picked by cuBLAS: off unless measured to pay.
     "kernel_tuning": opts.Option("off", "off", ("off", "on"), "coordinate-descent tuning of compiled kernels (boot time)"),
+    # The whole denoising step replayed as one CUDA graph per image size (shared/graphed_step.py): the
+    # Python between compiled blocks and the unwrapping of fp8 weights left the GPU idle 10-35% of a step.
+    "cuda_graphs": opts.Option("on", "off", ("on", "off"), "replay the transformer step as a CUDA graph"),
     # One short generation in setup() so the first user request does not pay for compilation.
     "warmup": opts.Option("on", "off", ("on", "off"), "generate once at setup"),
 }
-
-
-ATTENTION_BACKENDS = {"native": "native", "cudnn": "_native_cudnn"}  # option value -> diffusers' backend name
 
 
 def optimize(pipe, chosen: dict[str, str]) -> list[str]:
@@ -64,7 +64,7 @@ def optimize(pipe, chosen: dict[str, str]) -> list[str]:
 
 
 def optimize_transformer(transformer, chosen: dict[str, str]) -> list[str]:
-    """The transformer's own steps, in order: quantize, attention kernel, compile (benchmarks apply them to copies)."""
+    """The transformer's own steps, in order: quantize, compile, CUDA graphs (benchmarks apply them to copies)."""
     applied = []
     if chosen["transformer"] != "none":
         # LoRA adapters (lora_A/lora_B) stay in bf16: only the frozen base layers are quantized, so
@@ -76,12 +76,6 @@ def optimize_transformer(transformer, chosen: dict[str, str]) -> list[str]:
             granularity = "row" if chosen["transformer"] == "fp8-row" else "tensor"
             quantize.apply_float8(transformer, filter_fn=not_lora, granularity=granularity)
         applied.append(f"transformer:{chosen['transformer']}")
-    # diffusers' dispatcher: every attention module of the model calls the backend's kernel. Set even for
-    # "native": diffusers also keeps the last backend set process-wide, for processors that name none.
-    attention = chosen.get("attention", "native")
-    transformer.set_attention_backend(ATTENTION_BACKENDS[attention])
-    if attention != "native":
-        applied.append(f"attention:{attention}")
     if chosen["compile"] == "on":
         backend = selective_compile.default_backend()
         selective_compile.tune_kernels(chosen["kernel_tuning"] == "on")
@@ -100,7 +94,22 @@ def optimize_transformer(transformer, chosen: dict[str, str]) -> list[str]:
         applied.append({"dynamic": "compile:dynamic", "static": "compile:static", "auto": "compile"}[shapes])
         if chosen["kernel_tuning"] == "on":
             applied.append("kernel_tuning")
+    if chosen.get("cuda_graphs") == "on" and torch.cuda.is_available():
+        GraphedForward(transformer, name="flux.transformer")
+        applied.append("cuda_graphs")
     return applied
+
+
+def transformer_precision(choice: str) -> str:
+    """The transformer option with "auto" resolved for this GPU. Measured: fp8-row on an H100/H200 (Hopper).
+    Inferred, not measured: Ada (L40S, RTX 4090) gets per-tensor fp8, whose plain cuBLAS GEMM it has for sure;
+    Ampere (A100, RTX 3090) has no fp8 tensor cores and stays in bf16."""
+    if choice != "auto":
+        return choice
+    if not torch.cuda.is_available():
+        return "none"
+    major_minor = torch.cuda.get_device_capability()
+    return "fp8-row" if major_minor >= (9, 0) else "fp8" if major_minor >= (8, 9) else "none"
 
 
 class FluxLoraRunner(BaseRunner):
@@ -116,6 +125,7 @@ class FluxLoraRunner(BaseRunner):
         self.dep = catalog.get(self.deployment)
         self.hw = select_device()
         self.options = opts.resolve(OPTIONS, cuda=self.hw.is_cuda)
+        self.options["transformer"] = transformer_precision(self.options["transformer"])
         url_input.limit_cog_file_inputs(type(self))  # Cog fetches an `image` URL before run(): bound it
         cache_key = compile_cache.key(self.options)
         with phases("weights"):
