@@ -75,7 +75,7 @@ def write(what: str, variant: str, result: dict) -> Path:
 def bench_flux(args) -> dict:
     from shared import flux
 
-    os.environ["OPTIMIZE"] = "text_encoder=none,compile=off,warmup=off"
+    os.environ["OPTIMIZE"] = "text_encoder=none,transformer=none,compile=off,cuda_graphs=off,warmup=off"  # the plain baseline
     runner = load_runner("flux-lora-txt2img")
     runner.setup()
     size, steps = args.size, args.steps
@@ -160,7 +160,7 @@ def bench_flux_sizes(args) -> dict:
     import torch._dynamo.utils as dynamo_utils
     from shared import flux
 
-    os.environ["OPTIMIZE"] = "text_encoder=int8,compile=off,warmup=off"
+    os.environ["OPTIMIZE"] = "text_encoder=int8,transformer=none,compile=off,cuda_graphs=off,warmup=off"
     runner = load_runner("flux-lora-img2img")
     runner.setup()
     route = runner.router.route("Anime")

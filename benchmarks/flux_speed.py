@@ -145,7 +145,7 @@ def bench_flux_variants(args) -> dict:
     from tests.conftest import load_runner
 
     deadline = time.perf_counter() + args.budget_s
-    os.environ["OPTIMIZE"] = "text_encoder=none,compile=off,warmup=off"
+    os.environ["OPTIMIZE"] = ",".join(f"{k}={v}" for k, v in BASE.items())  # the plain pipeline: every step off
     runner = load_runner("flux-lora-txt2img")
     runner.setup()
     sizes = [int(s) for s in args.sizes.split(",")]
