@@ -2,6 +2,7 @@
 
     python benchmarks/bench.py flux                # FLUX txt2img: eager bf16 vs int8-T5 + regional compile
     python benchmarks/bench.py flux-variants       # FLUX transformer: each optimization step alone and together (flux_speed.py)
+    python benchmarks/bench.py flux-server         # FLUX through the Cog server: old default vs new (flux_speed.py)
     python benchmarks/bench.py flux-sizes          # FLUX img2img at several sizes: compile per size vs dynamic
     python benchmarks/bench.py text smollm3-3b     # decode tokens/s: HF generate bf16 eager vs the deployment
     python benchmarks/bench.py text gemma3-4b-it
@@ -427,6 +428,9 @@ def main() -> int:
     v.add_argument("--end-to-end", help="then apply this variant (its label) to the pipeline: whole images, fidelity, swaps")
     v.add_argument("--end-to-end-s", type=float, default=150, help="time allowed for it past --budget-s")
     v.add_argument("--repeats-images", type=int, default=5)
+    fs = sub.add_parser("flux-server")
+    fs.add_argument("--deployments", default="flux-lora-txt2img,flux-lora-img2img")
+    fs.add_argument("--repeats", type=int, default=5)
     z = sub.add_parser("flux-sizes")
     z.add_argument("--sizes", default="768x768,320x256,1024x576,512x896")
     z.add_argument("--modes", default="auto,dynamic")
@@ -454,11 +458,11 @@ def main() -> int:
         print("benchmarks need a CUDA GPU (see docs/benchmarks.md)", file=sys.stderr)
         return 2
     variant = variant_name()  # before the run: benchmarks set OPTIMIZE for their own baselines
-    from flux_speed import bench_flux_variants
+    from flux_speed import bench_flux_server, bench_flux_variants
 
-    result = {"flux": bench_flux, "flux-variants": bench_flux_variants, "flux-sizes": bench_flux_sizes, "text": bench_text,
-              "canary": bench_canary,
-              "cold-start": bench_cold_start}[args.what](args)
+    result = {"flux": bench_flux, "flux-variants": bench_flux_variants, "flux-server": bench_flux_server,
+              "flux-sizes": bench_flux_sizes, "text": bench_text, "canary": bench_canary, "cold-start": bench_cold_start,
+              }[args.what](args)
     label = args.what
     if args.what == "text":
         label = args.deployment
@@ -466,6 +470,14 @@ def main() -> int:
         path = write(f"cold-start-{args.deployment}-{args.weights}", variant, result)
         boots = {k: v["ready_s"] for k, v in result.items() if k == "cold" or k.startswith("with_")}
         print(f"\ncold-start {args.deployment}: READY after {boots} s; artifacts {result['artifacts']}  -> {path}")
+        return 0
+    elif args.what == "flux-server":
+        path = write("flux-server", variant, result)
+        for name, configs in result["deployments"].items():
+            for config, row in configs.items():
+                figures = {k: v["median_s"] for k, v in row.items() if isinstance(v, dict) and "median_s" in v}
+                print(f"{name} {config}: ready {row['ready_s']} s, {figures}, peak {row['peak_gpu_gb']} GB")
+        print(f"-> {path}")
         return 0
     elif args.what == "flux-variants":
         path = write("flux-variants", variant, result)

@@ -14,6 +14,7 @@ Results are written as they come (a variant that fails or runs out of time is re
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import statistics
@@ -269,3 +270,75 @@ def end_to_end(runner, change: dict, args) -> dict:
         out["graph_vs_eager_max_abs_diff"] = float(np.abs(eager - pixels["Anime again"]).max())
     print("end to end", {k: v for k, v in out.items() if not k[0].isdigit()}, flush=True)
     return out
+
+
+# Through the Cog server, as users call it: the old default (bf16, regional compile) against the new one.
+SERVER_CONFIGS = {"old default (bf16 + compile)": "transformer=none,cuda_graphs=off", "new default": ""}
+
+
+def _predict(server, logs: list[str], inputs: dict) -> dict:
+    """One prediction's body; its logs (where the worker's events are) kept."""
+    body = server.predict(inputs).json()
+    logs.append(body.get("logs") or "")
+    return body
+
+
+def bench_flux_server(args) -> dict:
+    """predict_time of each figure the issue names, per configuration, each server booted in this run:
+    txt2img 1024/28 and 768/30, img2img 1024 strength 0.7/28, every style and none through the slot
+    (swap ms and recompiles from the server's log), peak GPU memory as the worker reports it."""
+    from PIL import Image
+
+    from shared import catalog
+    from shared.cogserver import CogServer, log_events, to_data_uri
+
+    work = Path(os.environ.get("OUT") or "/tmp")
+    photo = Path("/tmp/bench-photo.png")
+    Image.new("RGB", (1024, 1024), "teal").save(photo)
+    triggers = [t for lora in catalog.STYLE_LORAS for t in lora.triggers]
+    cases = {
+        "flux-lora-txt2img": {
+            "1024x1024_28_steps": {"prompt": "a lighthouse at dusk", "width": 1024, "height": 1024,
+                                   "num_inference_steps": 28, "seed": 1, "trigger_word": "Anime"},
+            "768x768_30_steps": {"prompt": "a lighthouse at dusk", "width": 768, "height": 768,
+                                 "num_inference_steps": 30, "seed": 1, "trigger_word": "Anime"},
+        },
+        "flux-lora-img2img": {
+            "1024x1024_strength_0.7_28_steps": {"prompt": "a lighthouse at dusk", "image": to_data_uri(photo),
+                                                "strength": 0.7, "num_inference_steps": 28, "seed": 1,
+                                                "trigger_word": "Anime"},
+        },
+    }
+    result = {"repeats": args.repeats, "configs": SERVER_CONFIGS, "deployments": {}}
+    for name in args.deployments.split(","):
+        for config, optimize in SERVER_CONFIGS.items():
+            env = {"WEIGHT_PROFILE": os.environ["WEIGHT_PROFILE"], "TORCH_LOGS": "recompiles", "OPTIMIZE": optimize}
+            label = f"{name}-{'old' if optimize else 'new'}"
+            row = result["deployments"].setdefault(name, {}).setdefault(config, {})
+            started = time.perf_counter()
+            with CogServer(name, env=env, setup_timeout=580, log_path=work / f"server-{label}.log") as server:
+                row["ready_s"] = round(time.perf_counter() - started, 1)
+                setup = server.events("setup.done")[-1]
+                row["setup"] = {k: setup.get(k) for k in ("optimizations", "phases", "peak_gpu_gb", "seconds")}
+                logs = []
+                predict = functools.partial(_predict, server, logs)
+                for case, inputs in cases[name].items():
+                    bodies = [predict(inputs) for _ in range(args.repeats + 1)]  # the first warms up
+                    assert all(b["status"] == "succeeded" for b in bodies), [b.get("error") for b in bodies]
+                    times = [b["metrics"]["predict_time"] for b in bodies[1:]]
+                    row[case] = {"predict_time_s": times, "median_s": round(statistics.median(times), 3),
+                                 "first_s": bodies[0]["metrics"]["predict_time"]}
+                    print(name, config, case, row[case], flush=True)
+                if name == "flux-lora-txt2img":  # every style, the base model, a style again: 4 steps at 768
+                    swaps = [{"prompt": "x", "num_inference_steps": 4, "seed": 1, **({"trigger_word": t} if t else {})}
+                             for t in [*triggers, None, "Anime"]]
+                    outputs = [predict(body) for body in swaps]
+                    row["swap_ms"] = [e["ms"] for e in log_events("\n".join(logs[-len(swaps):]), "lora.swapped")]
+                    row["distinct_outputs_of_styles_and_none"] = len({o["output"] for o in outputs[:-1]})
+                    row["style_comes_back_identical"] = outputs[-1]["output"] == outputs[triggers.index("Anime")]["output"]
+                row["peak_gpu_gb"] = max((e.get("peak_gpu_gb") or 0 for e in log_events("\n".join(logs), "predict.end")),
+                                         default=None)
+                row["recompiles_after_setup"] = sum(text.count("Recompiling") for text in logs)
+            print(name, config, {k: v for k, v in row.items() if k != "setup"}, flush=True)
+            (work / "flux-server-partial.json").write_text(json.dumps(result, indent=2))
+    return result

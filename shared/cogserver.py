@@ -35,6 +35,24 @@ from .catalog import DEPLOYMENTS, EXAMPLES, REPO_ROOT
 OUTPUTS = REPO_ROOT / "outputs"
 
 
+def log_events(text: str, name: str) -> list[dict]:
+    """The log events called `name` (runtime.log_event) in a server log or a prediction's `logs`: a line is
+    the event's JSON, or coglet's JSON record with the event as its message."""
+    found = []
+    for line in text.splitlines():
+        if name not in line:
+            continue
+        try:
+            record = json.loads(line)
+            message = record.get("fields", {}).get("message", "") if isinstance(record, dict) else ""
+            event = json.loads(message) if message.startswith("{") else record
+        except ValueError:
+            continue
+        if isinstance(event, dict) and event.get("event") == name:
+            found.append(event)
+    return found
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -109,19 +127,7 @@ class CogServer:
 
     def events(self, name: str) -> list[dict]:
         """The deployment's own log events called `name` (runtime.log_event), from coglet's JSON log lines."""
-        found = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            if name not in line:
-                continue
-            try:
-                record = json.loads(line)
-                message = record.get("fields", {}).get("message", "") if isinstance(record, dict) else ""
-                event = json.loads(message) if message.startswith("{") else record
-            except ValueError:
-                continue
-            if isinstance(event, dict) and event.get("event") == name:
-                found.append(event)
-        return found
+        return log_events(self.log_path.read_text(errors="replace"), name)
 
     def stop(self) -> None:
         if self.proc is None:

@@ -23,6 +23,9 @@ from .runtime import (InputError, Phases, cache_dir, explain_oom, log_event, pea
 # Sizes: FLUX packs 2x2 latent patches over an 8x VAE, so sides must be multiples of 16.
 SIZE_MULTIPLE = 16
 MIN_SIDE, MAX_SIDE = 256, 1440
+# Sizes made once in setup: the inputs' default and FLUX's one-megapixel square (aspect_ratio 1:1). Each gets
+# its CUDA graph there (0.3-0.5 s each), not in a user's request; other sizes capture theirs on first use.
+WARMUP_SIZES = ((768, 768), (1024, 1024))
 MAX_CHARS_PER_TOKEN = 32  # longer than any piece of T5's sentencepiece vocabulary
 
 OPTIONS = {
@@ -172,15 +175,21 @@ class FluxLoraRunner(BaseRunner):
     def _warmup(self) -> None:
         """Run every shape users get by default once, so compilation happens here, not in a request."""
         started = time.perf_counter()
-        self.generate_image(self.warmup_inputs(), steps=2, guidance=3.5, seed=0, route=self.router.route(None))
-        log_event("warmup.done", seconds=round(time.perf_counter() - started, 2))
+        for width, height in WARMUP_SIZES:
+            self.generate_image(self.warmup_inputs(width, height), steps=2, guidance=3.5, seed=0,
+                                route=self.router.route(None))
+        log_event("warmup.done", seconds=round(time.perf_counter() - started, 2), sizes=WARMUP_SIZES)
 
-    def warmup_inputs(self) -> dict:
+    def warmup_inputs(self, width: int, height: int) -> dict:
         raise NotImplementedError
 
     def generate_image(self, call: dict, *, steps: int, guidance: float, seed: int, route, lora_scale: float = 1.0):
         """One generation with the route's adapter hot-swapped in; `call` holds the task's own arguments."""
+        started = time.perf_counter()
         swapped = self.router.activate(route, lora_scale)
+        if swapped:
+            log_event("lora.swapped", adapter=route.adapter, scale=lora_scale,
+                      ms=round(1000 * (time.perf_counter() - started), 1))
         generator = seed_everything(seed)
         with explain_oom("width/height or num_inference_steps"), torch.inference_mode():
             result = self.pipe(

@@ -18,11 +18,11 @@ class Runner(FluxLoraRunner):
     deployment = "flux-lora-img2img"
     pipeline_class = "FluxImg2ImgPipeline"
 
-    def warmup_inputs(self) -> dict:
+    def warmup_inputs(self, width: int, height: int) -> dict:
         from PIL import Image
 
-        return {"prompt": "warmup", "image": Image.new("RGB", (768, 768), "gray"), "strength": 1.0,
-                "width": 768, "height": 768}
+        return {"prompt": "warmup", "image": Image.new("RGB", (width, height), "gray"), "strength": 1.0,
+                "width": width, "height": height}
 
     # Inputs are written out literally: `cog build` reads them from this file's source and resolves nothing
     # imported. tests/unit/test_inputs_contract.py holds them to shared/inputs.py.

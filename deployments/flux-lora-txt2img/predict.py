@@ -18,8 +18,8 @@ class Runner(FluxLoraRunner):
     deployment = "flux-lora-txt2img"
     pipeline_class = "FluxPipeline"
 
-    def warmup_inputs(self) -> dict:
-        return {"prompt": "warmup", "width": 768, "height": 768}
+    def warmup_inputs(self, width: int, height: int) -> dict:
+        return {"prompt": "warmup", "width": width, "height": height}
 
     # Inputs are written out literally: `cog build` reads them from this file's source and resolves nothing
     # imported. tests/unit/test_inputs_contract.py holds them to shared/inputs.py.
