@@ -343,7 +343,7 @@ def bench_cold_start(args) -> dict:
     import tempfile
 
     from shared import catalog
-    from shared.cogserver import CogServer, resolve_files
+    from shared.cogserver import CogServer, log_events, resolve_files
 
     name = args.deployment
     work = Path(tempfile.mkdtemp(prefix="cold-start-"))
@@ -368,12 +368,13 @@ def bench_cold_start(args) -> dict:
         try:
             server.wait_ready()
             ready = time.perf_counter() - started
-            requests_s, request_metrics = [], []
+            requests_s, request_metrics, serving_peaks = [], [], []
             for _ in range(args.requests):
                 body = server.predict(request).json()
                 assert body["status"] == "succeeded", body.get("error")
                 requests_s.append(body["metrics"].get("predict_time"))
                 request_metrics.append(body["metrics"])
+                serving_peaks += [e.get("peak_gpu_gb") for e in log_events(body.get("logs") or "", "predict.end")]
             [setup] = server.events("setup.done")
             loaded = server.events("compile_cache.loaded")
         finally:
@@ -385,7 +386,8 @@ def bench_cold_start(args) -> dict:
                    "artifact_loaded": bool(loaded), "first_requests_predict_time_s": requests_s,
                    "median_later_request_s": statistics.median(requests_s[1:]) if len(requests_s) > 1 else None,
                    "request_metrics": request_metrics,
-                   "peak_gpu_gb": setup.get("peak_gpu_gb")}
+                   "peak_gpu_gb": setup.get("peak_gpu_gb"),
+                   "serving_peak_gpu_gb": max(filter(None, serving_peaks), default=None)}
         print(f"{name} {label}: READY after {figures['ready_s']} s; phases {figures['phases']}; "
               f"requests {requests_s}; compile cache {figures['compile_cache']}", flush=True)
         return figures

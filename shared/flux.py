@@ -156,7 +156,7 @@ class FluxLoraRunner(BaseRunner):
         log_event("setup.done", deployment=self.dep.name, weights=self.source.describe(), device=self.hw.device,
                   dtype=str(self.hw.dtype), optimizations=applied, options=self.options, phases=phases.seconds,
                   compile_cache=compile_cache.stats(),
-                  seconds=round(time.perf_counter() - started, 2), peak_gpu_gb=peak_memory_gb())
+                  seconds=round(time.perf_counter() - started, 2), peak_gpu_gb=peak_memory_gb(reset=True))
 
     def _load_loras(self) -> dict[str, dict[str, torch.Tensor]]:
         adapters = {}

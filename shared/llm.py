@@ -131,7 +131,7 @@ class TextGenerationRunner(BaseRunner):
         log_event("setup.done", deployment=self.dep.name, weights=self.source.describe(), device=self.hw.device,
                   dtype=str(self.hw.dtype), path=self.path, options=self.options, phases=phases.seconds,
                   compile_cache=compile_cache.stats(),
-                  seconds=round(time.perf_counter() - started, 2), peak_gpu_gb=peak_memory_gb())
+                  seconds=round(time.perf_counter() - started, 2), peak_gpu_gb=peak_memory_gb(reset=True))
 
     def _warm_static_cache(self) -> None:
         """Compile and capture the decode step for every cache size before the first request (75 s for

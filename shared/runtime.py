@@ -130,7 +130,12 @@ def explain_oom(what_to_lower: str):
         raise RuntimeError(f"GPU out of memory: lower {what_to_lower} and try again") from e
 
 
-def peak_memory_gb() -> float | None:
-    if torch.cuda.is_available():
-        return round(torch.cuda.max_memory_allocated() / 2**30, 2)
-    return None
+def peak_memory_gb(*, reset: bool = False) -> float | None:
+    """Peak GPU memory allocated since the last reset. setup() reads it with reset=True, so that what each
+    request reports afterwards is the serving peak, not the building and quantizing of the weights."""
+    if not torch.cuda.is_available():
+        return None
+    peak = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    if reset:
+        torch.cuda.reset_peak_memory_stats()
+    return peak
