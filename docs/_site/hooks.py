@@ -142,9 +142,9 @@ def charts() -> dict[str, bytes]:
     for dep in ("flux-lora-txt2img", "flux-lora-img2img", "smollm3-3b", "gemma3-4b-it"):
         result = _latest(f"*cold-start-{dep}-synthetic-default-N*.json")
         if result and "cold" in result and "with_tar" in result:
-            boots[dep] = (result["cold"]["ready_s"], result["with_tar"]["ready_s"])
+            boots[f"{dep} ({_gpu(result)})"] = (result["cold"]["ready_s"], result["with_tar"]["ready_s"])
     if boots:
-        made["cold-start"] = _png(_pairs("Boot: launch to READY through the Cog server (H100)", boots,
+        made["cold-start"] = _png(_pairs("Boot: launch to READY through the Cog server", boots,
                                          ("cold (empty caches)", "with the compile artifact"), "seconds", target=90))
     speeds = {}
     for dep in ("smollm3-3b", "gemma3-4b-it"):
@@ -160,7 +160,25 @@ def charts() -> dict[str, bytes]:
                                         {"flux-lora-txt2img": (flux["baseline"]["ms_per_step"],
                                                                flux["optimized"]["ms_per_step"])},
                                         ("bf16 eager", "default (int8 T5, regional compile)"), "ms per step"))
+    server = _latest("*-flux-server-default-N*.json")
+    if server:
+        old, new = server["configs"]
+        cases = {f"{dep} {case.replace('_', ' ')}": (configs[old][case]["median_s"], configs[new][case]["median_s"])
+                 for dep, configs in server["deployments"].items() for case in configs[new]
+                 if isinstance(configs[new][case], dict) and "median_s" in configs[new][case]}
+        made["flux-server"] = _png(_pairs(f"predict_time, Cog server, median of {server['repeats']} "
+                                          f"({_gpu(server)})", cases, (old, new), "seconds"))
+    variants = _latest("*-flux-variants-graphs-N*.json")
+    if variants:
+        rows = {label: (row["ms_per_step"]["1024"], row["ms_per_step"]["768"])
+                for label, row in variants["variants"].items() if "ms_per_step" in row}
+        made["flux-variants"] = _png(_pairs(f"Transformer step, LoRA slot on ({_gpu(variants)})",
+                                            rows, ("1024x1024", "768x768"), "ms per step"))
     return made
+
+
+def _gpu(result: dict) -> str:
+    return result["device"].replace("NVIDIA ", "").split(" ")[0]
 
 
 def _png(fig) -> bytes:
@@ -179,4 +197,6 @@ def charts_page() -> str:
         "its device, commit and date; `docs/benchmarks.md` says how they are made).", "",
         "## Boot time, cold and with the compile artifact", "", "![cold start](charts/cold-start.png)", "",
         "## Text decode speed", "", "![decode speed](charts/text-decode.png)", "",
-        "## FLUX step time", "", "![FLUX step](charts/flux-step.png)", ""])
+        "## FLUX through the Cog server, old default against new", "", "![FLUX server](charts/flux-server.png)", "",
+        "## FLUX transformer step, each optimization", "", "![FLUX variants](charts/flux-variants.png)", "",
+        "## FLUX step time (first measurement)", "", "![FLUX step](charts/flux-step.png)", ""])
