@@ -109,3 +109,14 @@ def test_compile_blocks_refuses_a_class_that_is_not_there():
     model, _ = _model()
     with pytest.raises(ValueError, match="no submodule"):
         selective_compile.compile_blocks(model, ("NotABlock",), backend="eager")
+
+
+@pytest.mark.parametrize("capability, expected", [((9, 0), "fp8-row"), ((10, 0), "fp8-row"), ((8, 9), "fp8"),
+                                                  ((8, 0), "none"), (None, "none")])
+def test_flux_precision_is_chosen_by_gpu_unless_named(monkeypatch, capability, expected):
+    from shared import flux
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: capability is not None)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: capability)
+    assert flux.transformer_precision("auto") == expected
+    assert flux.transformer_precision("none") == "none" and flux.transformer_precision("fp8") == "fp8"
