@@ -93,7 +93,8 @@ def bench_flux(args) -> dict:
 
     started = time.perf_counter()
     applied = flux.optimize(runner.pipe, {"text_encoder": "int8", "transformer": args.transformer, "compile": "on",
-                                          "shapes": args.shapes, "kernel_tuning": args.kernel_tuning})
+                                          "shapes": args.shapes, "kernel_tuning": args.kernel_tuning,
+                                          "cuda_graphs": "off"})
     one()  # compiles
     compile_s = time.perf_counter() - started
     torch.cuda.reset_peak_memory_stats()
@@ -191,7 +192,7 @@ def bench_flux_sizes(args) -> dict:
     for mode in compile_modes:
         torch._dynamo.reset()
         flux.optimize(runner.pipe, {"text_encoder": "none", "transformer": "none", "compile": "on", "shapes": mode,
-                                     "kernel_tuning": "off"})
+                                     "kernel_tuning": "off", "cuda_graphs": "off"})
         modes[mode] = per_size(mode)
     # Headline figures at the first size (the deployments' default, 768x768).
     steady = {mode: rows[names[0]]["steady_s"] for mode, rows in modes.items()}

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from shared.runtime import peak_memory_gb
+
 # Variants in order: (label, options over BASE: bf16, eager, no graphs). The first run
 # (2026-12-04, H200) also had cuDNN attention: torch 2.11 already picks cuDNN's kernel for FLUX, so no change.
 VARIANTS = [
@@ -55,15 +57,6 @@ def cuda_median_ms(fn, repeats: int) -> float:
         end.synchronize()
         times.append(start.elapsed_time(end))
     return round(statistics.median(times), 2)
-
-
-def peak_gb() -> float | None:
-    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None
-
-
-def reset_peak() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
 
 
 def synchronize() -> None:
@@ -173,7 +166,7 @@ def bench_flux_variants(args) -> dict:
         try:
             started = time.perf_counter()
             applied = flux.optimize_transformer(model, {**BASE, **change})
-            reset_peak()
+            peak_memory_gb(reset=True)
             with torch.inference_mode():
                 for size in sizes:
                     model(**inputs[size])  # compiles (each size for static shapes)
@@ -189,7 +182,7 @@ def bench_flux_variants(args) -> dict:
                 out = model(**inputs[sizes[0]])[0].float()
                 row["relative_error_vs_bf16_eager"] = float((out - reference).norm() / reference.norm())
             row["applied"] = applied
-            row["peak_gpu_gb"] = peak_gb()
+            row["peak_gpu_gb"] = peak_memory_gb()
             row["profile"] = profile_step(model, inputs[sizes[0]])
             print(label, {k: v for k, v in row.items() if k != "profile"}, row["profile"]["ms"], flush=True)
         except Exception as error:  # noqa: BLE001 - one variant failing must not lose the others
@@ -245,10 +238,10 @@ def end_to_end(runner, change: dict, args) -> dict:
                                      "relative_error": float(np.linalg.norm(fast - reference) / np.linalg.norm(reference)),
                                      "finite": bool(np.isfinite(fast).all() and np.isfinite(reference).all())}
     for size, steps in ((1024, 28), (768, 30)):
-        reset_peak()
+        peak_memory_gb(reset=True)
         seconds = [cuda_median_ms(lambda s=size, n=steps: image(s, n), 1) / 1000 for _ in range(args.repeats_images)]
         out[f"{size}_{steps}_steps"] = {"seconds": seconds, "median_s": round(statistics.median(seconds), 3),
-                                        "peak_gpu_gb": peak_gb()}
+                                        "peak_gpu_gb": peak_memory_gb()}
         print("end to end", size, steps, out[f"{size}_{steps}_steps"], flush=True)
     # Hot-swaps through the graph: every style gives other pixels, a style comes back the same, and the
     # graph's pixels are the eager forward's.

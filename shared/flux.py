@@ -97,7 +97,7 @@ def optimize_transformer(transformer, chosen: dict[str, str]) -> list[str]:
         applied.append({"dynamic": "compile:dynamic", "static": "compile:static", "auto": "compile"}[shapes])
         if chosen["kernel_tuning"] == "on":
             applied.append("kernel_tuning")
-    if chosen.get("cuda_graphs") == "on" and torch.cuda.is_available():
+    if chosen["cuda_graphs"] == "on" and torch.cuda.is_available():
         GraphedForward(transformer, name="flux.transformer")
         applied.append("cuda_graphs")
     return applied

@@ -67,8 +67,7 @@ class GraphedForward:
 
     def _capture(self, key: tuple, kwargs: dict) -> _Graph:
         while len(self.graphs) >= self.max_graphs:
-            _, evicted = self.graphs.popitem(last=False)
-            del evicted
+            self.graphs.popitem(last=False)  # its graph, buffers and memory pool go with it
         inputs = {k: v.clone() for k, v in kwargs.items() if torch.is_tensor(v)}
         call = {**kwargs, **inputs}
         # Warm up on a side stream (compiles, picks kernels, allocates workspaces), as torch.cuda.graphs asks.

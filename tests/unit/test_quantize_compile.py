@@ -51,7 +51,8 @@ def test_flux_tunes_kernels_only_when_asked(inductor_tuning):
     from shared import flux
 
     pipe = _flux_pipe()
-    chosen = {"text_encoder": "int8", "transformer": "none", "compile": "on", "shapes": "auto", "kernel_tuning": "off"}
+    chosen = {"text_encoder": "int8", "transformer": "none", "compile": "on", "shapes": "auto", "kernel_tuning": "off",
+              "cuda_graphs": "off"}
     assert "kernel_tuning" not in flux.optimize(pipe, chosen)
     assert inductor_tuning.coordinate_descent_tuning is False
     assert "kernel_tuning" in flux.optimize(_flux_pipe(), chosen | {"kernel_tuning": "on"})
