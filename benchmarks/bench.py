@@ -6,6 +6,8 @@
     python benchmarks/bench.py flux-sizes          # FLUX img2img at several sizes: compile per size vs dynamic
     python benchmarks/bench.py text smollm3-3b     # decode tokens/s: HF generate bf16 eager vs the deployment
     python benchmarks/bench.py text gemma3-4b-it
+    python benchmarks/bench.py text-server smollm3-3b --configs "hqq=quantize=hqq;bf16=quantize=none"
+                                                   # decode through the Cog server per config (text_speed.py)
     python benchmarks/bench.py canary              # the canary between GPU servers: identical and compile=off candidates
     python benchmarks/bench.py cold-start smollm3-3b [--weights disk]   # boot through the Cog server: cold vs compile artifact
 
@@ -209,6 +211,7 @@ def bench_flux_sizes(args) -> dict:
 def bench_text(args) -> dict:
     from shared import catalog
     from shared.builders.text import build_random_causal_lm, build_random_gemma3
+    from shared.decode_engine import Sampling
 
     name = args.deployment
     dep = catalog.get(name)
@@ -221,17 +224,18 @@ def bench_text(args) -> dict:
 
     def decode_speed(model, tok, runner=None) -> tuple[float, list[float]]:
         inputs = prompt_inputs(tok, model)
-        thread = runner.generation_thread if runner else None
 
         def generate():
             with torch.inference_mode():  # as requests run: a different mode would recompile
-                # The deployment's static cache, if it has one (what its compiled decode step was built for).
-                cache = runner.cache_kwargs(inputs["input_ids"].shape[1] + new_tokens) if runner else {}
-                model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                               use_cache=True, **cache)
+                if runner is None:
+                    model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                                   use_cache=True)
+                else:  # the deployment's decode engine, no stop tokens: exactly new_tokens
+                    for _ in runner.engine.generate(inputs, max_new_tokens=new_tokens, sampling=Sampling()):
+                        pass
 
         # A deployment's compiled decode runs on its own generation thread (CUDA graphs are per thread).
-        gen = (lambda: thread.submit(generate).result()) if thread else generate  # noqa: E731
+        gen = (lambda: runner.generation_thread.submit(generate).result()) if runner else generate  # noqa: E731
         for i in range(2):  # compiled decode paths compile, then capture CUDA graphs, on the first calls
             print(f"warm-up generate {i}: {timed(gen, 1)[0]:.1f} s", flush=True)
         times = timed(gen, args.repeats)
@@ -443,6 +447,14 @@ def main() -> int:
     t.add_argument("deployment")
     t.add_argument("--tokens", type=int, default=128)
     t.add_argument("--repeats", type=int, default=3)
+    ts = sub.add_parser("text-server")
+    ts.add_argument("deployment")
+    ts.add_argument("--configs", default="default=", help="label=OPTIMIZE;label=OPTIMIZE (one Cog server each)")
+    ts.add_argument("--tokens", type=int, default=512, help="new tokens of the in-process HF generate baseline")
+    ts.add_argument("--repeats", type=int, default=5)
+    ts.add_argument("--long", action="store_true", help="also 4,000-token requests")
+    ts.add_argument("--fidelity", action="store_true", help="HQQ 4-bit vs bf16 logits on the baseline's weights")
+    ts.add_argument("--setup-timeout", type=float, default=400)
     c = sub.add_parser("canary")
     c.add_argument("--deployment", default="flux-lora-txt2img")
     c.add_argument("--samples", type=int, default=3)
@@ -462,9 +474,11 @@ def main() -> int:
         return 2
     variant = variant_name()  # before the run: benchmarks set OPTIMIZE for their own baselines
     from flux_speed import bench_flux_server, bench_flux_variants
+    from text_speed import bench_text_server
 
     result = {"flux": bench_flux, "flux-variants": bench_flux_variants, "flux-server": bench_flux_server,
-              "flux-sizes": bench_flux_sizes, "text": bench_text, "canary": bench_canary, "cold-start": bench_cold_start,
+              "flux-sizes": bench_flux_sizes, "text": bench_text, "text-server": bench_text_server, "canary": bench_canary,
+              "cold-start": bench_cold_start,
               }[args.what](args)
     label = args.what
     if args.what == "text":
@@ -480,6 +494,15 @@ def main() -> int:
             for config, row in configs.items():
                 figures = {k: v["median_s"] for k, v in row.items() if isinstance(v, dict) and "median_s" in v}
                 print(f"{name} {config}: ready {row['ready_s']} s, {figures}, peak {row['peak_gpu_gb']} GB")
+        print(f"-> {path}")
+        return 0
+    elif args.what == "text-server":
+        path = write(f"text-server-{args.deployment}", variant, result)
+        print(f"baseline {result['baseline']['tokens_per_s']} tok/s; roofline {result['roofline_tok_s']}")
+        for name, row in result["variants"].items():
+            figures = {k: (v.get("median_decode_tok_s"), v.get("median_ttft")) if isinstance(v, dict) and "runs" in v
+                       else v for k, v in row.items() if k != "setup"}
+            print(name, row.get("error") or figures)
         print(f"-> {path}")
         return 0
     elif args.what == "flux-variants":

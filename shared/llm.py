@@ -1,9 +1,9 @@
 """The text-generation base runner: chat template, sampling, seeding, streaming and Replicate's LLM metrics.
 
 Subclasses say what they load and how it is optimized (`load_model`), and which inputs they take;
-`stream()` does the rest. Generation runs on a worker thread and tokens are yielded as they come
-(Cog's ConcatenateIterator, SSE when the client asks); a cancelled or disconnected stream stops
-the generation at the next token instead of running to max_new_tokens.
+`stream()` does the rest. Tokens come from the decode engine (shared/decode_engine.py) on a worker
+thread and are yielded as they come (Cog's ConcatenateIterator, SSE when the client asks); a cancelled
+or disconnected stream stops the generation at the next chunk instead of running to max_new_tokens.
 """
 
 from __future__ import annotations
@@ -16,14 +16,9 @@ from typing import Iterator
 import torch
 from cog import BaseRunner
 
-from . import catalog, compile_cache, llm_backends, options as opts, url_input, weights
-from .runtime import (InputError, Phases, explain_oom, log_event, peak_memory_gb, resolve_seed, select_device,
-                      seed_everything)
-
-
-# Below this, dividing the logits by the temperature overflows (1e-45 gave "probability tensor contains
-# inf, nan"); the distribution is one-hot long before, so it is greedy.
-GREEDY_BELOW = 1e-3
+from . import catalog, compile_cache, options as opts, url_input, weights
+from .decode_engine import DecodeEngine, Sampling
+from .runtime import InputError, Phases, explain_oom, log_event, peak_memory_gb, resolve_seed, select_device
 
 
 def with_system_prompt(messages: list[dict], system_prompt: str) -> list[dict]:
@@ -32,23 +27,6 @@ def with_system_prompt(messages: list[dict], system_prompt: str) -> list[dict]:
     if not system_prompt.strip():
         return messages
     return [{"role": "system", "content": system_prompt}, *messages]
-
-
-def sampling_kwargs(temperature: float, top_p: float) -> dict:
-    """temperature 0 (or below GREEDY_BELOW), or top_p 0, means greedy: the most likely token every step."""
-    if temperature < GREEDY_BELOW or top_p == 0:
-        return {"do_sample": False}
-    return {"do_sample": True, "temperature": float(temperature), "top_p": float(top_p)}
-
-
-class _StopFlag:
-    """A StoppingCriteria that ends generation once the consumer has gone away."""
-
-    def __init__(self):
-        self.stop = threading.Event()
-
-    def __call__(self, input_ids, scores, **kwargs) -> bool:
-        return self.stop.is_set()
 
 
 # Reasoning models write their reasoning between these tags; users must see where it ends, so the stream
@@ -92,16 +70,18 @@ class TextGenerationRunner(BaseRunner):
     # (SmolLM3: its think/no_think logic lives there); "checkpoint" uses the checkpoint's own template
     # and falls back to the vendored one where the checkpoint has none (tiny/synthetic tokenizers).
     template_source = "checkpoint"
-    # Size of the static KV cache a compiled decode step is compiled for: the longest prompt expected
-    # plus the largest max_new_tokens. Longer requests still work; they grow the cache once (recompile).
+    # The largest KV cache: the longest prompt expected plus the largest max_new_tokens. Longer requests
+    # still work; they grow the cache once (a recompile of the compiled step).
     static_cache_tokens = 2048 + 8192
     # The most tokens one request may use, where less than the model's context (None: all of it).
     window_tokens: int | None = None
-    # Smaller caches compiled next to it: attention reads the whole static cache at every step, so a
-    # short request in SmolLM3's 18k-token cache decoded at 87 tok/s against 163 in a small one (bf16,
-    # H100). A request takes the smallest cache that holds it; each size compiles once, in setup.
+    # Smaller caches next to it: attention reads the whole static cache at every step, so a short request
+    # in SmolLM3's 18k-token cache decoded at 87 tok/s against 163 in a small one (bf16, H100). A request
+    # takes the smallest cache that holds it; each size compiles once, in setup.
     static_cache_buckets: tuple[int, ...] = (2048,)
-    kv_caches: list | tuple = ()  # the static caches, smallest first (a list set in setup) when the decode step is compiled
+    # torch.compile arguments for the engine's one-token step (load_model sets them: decode_step_compile()),
+    # or None for an eager step.
+    decode_compile: dict | None = None
 
     def setup(self) -> None:
         started, phases = time.perf_counter(), Phases()
@@ -114,57 +94,26 @@ class TextGenerationRunner(BaseRunner):
             self.source = weights.for_deployment(self.dep, wanted=compile_cache.wanted_files(self.dep.name, cache_key))
         with phases("compile_cache"):
             compile_cache.load(self.source.local_path, self.dep.name, cache_key)
-        with phases("load"):  # load, quantize, prune; marks the decode step for compilation
+        with phases("load"):  # load, quantize, prune; says whether the decode step is compiled
             self.model, self.tokenizer, self.path = self.load_model()
         self.template = self._template()
         self.stop_ids = self.stop_token_ids()
         self.hidden_ids = torch.tensor(hidden_token_ids(self.text_tokenizer))  # once: Gemma has thousands of added tokens
-        # Every generate() runs on this one thread: CUDA-graph trees (compiled decode) belong to the
+        sizes = sorted({min(n, self.max_positions()) for n in (*self.static_cache_buckets, self.static_cache_tokens)})
+        self.engine = DecodeEngine(self.model, sizes, compile_step=self.decode_compile)
+        # Every generation runs on this one thread: CUDA-graph trees (compiled decode) belong to the
         # thread that captured them, and a fresh thread per request failed with an AssertionError.
         self.generation_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
-        if llm_backends.has_compiled_decode(self.model):
-            sizes = sorted({min(n, self.max_positions()) for n in (*self.static_cache_buckets, self.static_cache_tokens)})
-            self.kv_caches = [llm_backends.new_static_cache(self.model, n) for n in sizes]
-            with phases("warmup"):  # where compilation happens
-                self.generation_thread.submit(self._warm_static_cache).result()
+        if self.engine.compiled:
+            with phases("warmup"):  # where compilation happens: 75 s in SmolLM3's first request otherwise
+                ids = self.text_tokenizer("warm up", return_tensors="pt", add_special_tokens=False)["input_ids"]
+                seconds = self.generation_thread.submit(self.engine.warm_up, {"input_ids": ids.to(self.model.device)}).result()
+                log_event("warmup.done", cache_tokens=sizes, seconds=seconds)
         compile_cache.save(self.dep.name, cache_key)
         log_event("setup.done", deployment=self.dep.name, weights=self.source.describe(), device=self.hw.device,
                   dtype=str(self.hw.dtype), path=self.path, options=self.options, phases=phases.seconds,
                   compile_cache=compile_cache.stats(),
                   seconds=round(time.perf_counter() - started, 2), peak_gpu_gb=peak_memory_gb(reset=True))
-
-    def _warm_static_cache(self) -> None:
-        """Compile and capture the decode step for every cache size before the first request (75 s for
-        SmolLM3's first request otherwise, measured).
-
-        Requests reuse these caches (reset in place), so shapes and addresses never change and neither
-        the compiled step nor its CUDA graphs are rebuilt.
-        """
-        started = time.perf_counter()
-        ids = self.text_tokenizer("warm up", return_tensors="pt", add_special_tokens=False)["input_ids"].to(self.model.device)
-        for cache in self.kv_caches:
-            # Same mode as requests: a warm-up outside inference_mode compiles for autograd tensors and
-            # the first request recompiles (seen on the H100: "dispatch key set mismatch").
-            for _ in range(3):  # compile, then CUDA-graph warm-up and capture
-                with torch.inference_mode():
-                    cache.reset()
-                    self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=4,
-                                        use_cache=True, do_sample=False, pad_token_id=self.text_tokenizer.pad_token_id,
-                                        past_key_values=cache)
-        log_event("warmup.done", cache_tokens=[c.get_max_length() for c in self.kv_caches],
-                  seconds=round(time.perf_counter() - started, 2))
-
-    def cache_kwargs(self, total_tokens: int) -> dict:
-        """generate() arguments for a request of `total_tokens`: the smallest static cache that holds it, emptied."""
-        if not self.kv_caches:
-            return {}
-        cache = next((c for c in self.kv_caches if c.get_max_length() >= total_tokens), None)
-        if cache is None:
-            # Rare by construction (static_cache_tokens covers the inputs' ranges): one recompile.
-            log_event("kv_cache.grow", tokens=total_tokens, previous=self.kv_caches[-1].get_max_length())
-            cache = self.kv_caches[-1] = llm_backends.new_static_cache(self.model, total_tokens)
-        cache.reset()
-        return {"past_key_values": cache}
 
     def load_model(self):
         """Return (model, tokenizer or processor, a short description of the path taken)."""
@@ -210,8 +159,6 @@ class TextGenerationRunner(BaseRunner):
     def stream(self, *, messages: list[dict], max_new_tokens: int, temperature: float, top_p: float,
                seed: int | None, system_prompt: str = "", template_kwargs: dict | None = None,
                images=None) -> Iterator[str]:
-        from transformers import StoppingCriteriaList
-
         started = time.perf_counter()
         seed = resolve_seed(seed)
         messages = with_system_prompt(messages, system_prompt)
@@ -231,22 +178,20 @@ class TextGenerationRunner(BaseRunner):
                   max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, **(template_kwargs or {}))
 
         streamer = _counting_streamer(self.text_tokenizer, self.hidden_ids)
-        stop = _StopFlag()
+        stop = threading.Event()
         failure: list[BaseException] = []
-        generator = seed_everything(seed)  # noqa: F841  (seeds torch's global RNG, which sampling uses)
+        sampling = Sampling(temperature=temperature, top_p=top_p, seed=seed)
 
         def work():
             try:
-                with explain_oom("max_new_tokens or the prompt length"), torch.inference_mode():
-                    # use_cache explicitly: SmolLM3's published config says use_cache=false, which
-                    # generate() inherits and then recomputes the whole sequence for every token.
-                    self.model.generate(**inputs, max_new_tokens=max_new_tokens, streamer=streamer, use_cache=True,
-                                        eos_token_id=self.stop_ids, pad_token_id=self.text_tokenizer.pad_token_id,
-                                        stopping_criteria=StoppingCriteriaList([stop]),
-                                        **self.cache_kwargs(prompt_tokens + max_new_tokens),
-                                        **sampling_kwargs(temperature, top_p))
+                with explain_oom("max_new_tokens or the prompt length"):
+                    streamer.put(inputs["input_ids"].cpu())  # the streamer skips the prompt, as generate() gives it
+                    for chunk in self.engine.generate(inputs, max_new_tokens=max_new_tokens, sampling=sampling,
+                                                      stop_ids=self.stop_ids, cancelled=stop.is_set):
+                        streamer.put(torch.tensor(chunk))
             except BaseException as e:  # re-raised in the consumer so the prediction fails loudly
                 failure.append(e)
+            finally:
                 streamer.end()
 
         job = self.generation_thread.submit(work)
@@ -259,7 +204,7 @@ class TextGenerationRunner(BaseRunner):
                     pieces.append(piece)
                     yield piece
         finally:
-            stop.stop.set()  # consumer finished or went away: stop generating
+            stop.set()  # consumer finished or went away: stop generating
             job.result()
         if failure:
             raise failure[0]

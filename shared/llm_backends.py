@@ -6,7 +6,6 @@ request is never a guess.
 
 from __future__ import annotations
 
-import copy
 import os
 
 import torch
@@ -37,11 +36,14 @@ def quiet_libraries() -> None:
         os.environ.setdefault(name, value)
 
 
-def hqq_quantize(model, *, via: str, device: str, dtype: torch.dtype, nbits: int = 4, group_size: int = 64):
-    """HQQ 4-bit weights: through Pruna's `smash` on GPU, through hqq directly on CPU.
+def hqq_quantize(model, *, via: str, device: str, dtype: torch.dtype, nbits: int = 4, group_size: int = 64,
+                 kernel: str = "torchao_int4"):
+    """HQQ 4-bit weights: through Pruna's `smash` (`via="pruna"`, GPU only), or through hqq directly.
 
-    Pruna's HQQ refuses CPU, hence the direct path; both quantize the same layers the same way.
-    Returns (model, path).
+    Pruna's HQQ refuses CPU, hence the direct path; both quantize the same layers the same way. On a
+    GPU the direct path patches in the same int4 kernels Pruna does (`kernel="torchao_int4"`: torch's
+    tinygemm `_weight_int4pack_mm`) or gemlite's Triton GEMV kernels (`kernel="gemlite"`); on CPU
+    HQQ's own dequantize-then-matmul layers serve. Returns (model, path).
     """
     if via == "pruna":
         quiet_libraries()
@@ -59,7 +61,24 @@ def hqq_quantize(model, *, via: str, device: str, dtype: torch.dtype, nbits: int
         log_event("quantize", method="pruna.hqq", nbits=nbits, group_size=group_size, kernel=kernel, int4mm_layers=fast)
         return inner, f"pruna-hqq{nbits}-{kernel}"
     apply_hqq(model, nbits=nbits, group_size=group_size, device=device, compute_dtype=dtype)
-    return model, f"hqq{nbits}"
+    if device == "cpu":
+        return model, f"hqq{nbits}"
+    from hqq.utils.patching import prepare_for_inference
+
+    if kernel == "torchao_int4":
+        pack_hqq_int4_on_any_torch()
+    else:
+        require("gemlite", install="gemlite==0.6.0.post2", purpose="HQQ's gemlite int4 kernels")
+    prepare_for_inference(model, backend=kernel)
+    patched = sum(type(m).__name__ in _INT4_LAYERS[kernel] for m in model.modules())
+    log_event("quantize", method="hqq", nbits=nbits, group_size=group_size, kernel=kernel, patched_layers=patched)
+    if not patched:
+        raise RuntimeError(f"hqq's {kernel} backend patched no layer: the slow dequantize path would serve")
+    return model, f"hqq{nbits}-{kernel}"
+
+
+# The layer classes each of hqq's inference backends swaps in (hqq 0.2.8.post1, gemlite 0.6.0.post2).
+_INT4_LAYERS = {"torchao_int4": ("HQQLinearTorchWeightOnlynt4",), "gemlite": ("GemLiteLinearTriton", "GemLiteLinear")}
 
 
 def pack_hqq_int4_on_any_torch() -> None:
@@ -84,43 +103,14 @@ def pack_hqq_int4_on_any_torch() -> None:
     layer.hqq_quants_to_torch_quants = hqq_quants_to_torch_quants
 
 
-def enable_compiled_decode(model) -> str:
-    """A compiled one-token decode step over a static KV cache (gpt-fast's trick, done by transformers).
-
-    Given a static cache (the runner owns one: shared/llm.py), transformers' generate() compiles only
-    the decode forward (fixed shapes, CUDA-graph friendly) and runs prefill eagerly. Compiling
-    `model.forward` for both crashed with CUDA graphs ("accessing tensor output of CUDAGraphs that has
-    been overwritten").
-    """
-    from transformers import CompileConfig
-
+def decode_step_compile() -> dict:
+    """torch.compile arguments for the decode engine's one-token step (shared/decode_engine.py):
+    Inductor with CUDA graphs ("reduce-overhead") on a GPU; on CPU, Dynamo with the eager backend traces
+    the same graph with the same guards (and recompiles), which is what CPU tests check."""
     backend = selective_compile.default_backend()
-    # CUDA graphs (reduce-overhead) are an inductor mode; on CPU the same graphs and guards run eagerly.
     mode = "reduce-overhead" if backend == "inductor" else None
-    config = CompileConfig(fullgraph=True, mode=mode, dynamic=False, backend=backend)
-    config._compile_all_devices = True  # transformers otherwise compiles on GPUs only: keep CPU tests honest
-    model.generation_config.compile_config = config
     log_event("compile", scope="decode_step", cache="static", backend=str(backend), mode=mode)
-    return "static-cache+compiled-decode"
-
-
-def has_compiled_decode(model) -> bool:
-    return getattr(model.generation_config, "compile_config", None) is not None
-
-
-def new_static_cache(model, max_cache_len: int):
-    """A static KV cache of `max_cache_len` tokens whose layers all have full length.
-
-    transformers' sliding-window static layers (Gemma 3: 5 of every 6 layers) count tokens in a Python
-    int that torch.compile guards on, so every decode step recompiles (48 s each for Gemma 3 4B on the
-    H100; transformers#44609). Full-length layers under the model's own sliding-window masks compute the
-    same attention with fixed shapes, for more cache memory (~1.4 GB at 10k tokens for Gemma 3 4B).
-    """
-    from transformers import StaticCache
-
-    config = copy.copy(model.config.get_text_config(decoder=True))
-    config.layer_types = ["full_attention"] * config.num_hidden_layers
-    return StaticCache(config=config, max_cache_len=max_cache_len)
+    return {"backend": backend, "mode": mode}
 
 
 def load_with_unsloth(dep, source, *, device: str, dtype: torch.dtype, max_seq_length: int):

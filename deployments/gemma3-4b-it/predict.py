@@ -54,7 +54,8 @@ class Runner(TextGenerationRunner):
             path.append("int8-weight-only")
         selective_compile.tune_kernels(self.options["kernel_tuning"] == "on")
         if self.options["compile"] == "decode":
-            path.append(llm_backends.enable_compiled_decode(model))
+            self.decode_compile = llm_backends.decode_step_compile()
+            path.append("static-cache+compiled-decode")
         elif self.options["compile"] == "blocks":
             selective_compile.compile_blocks(model, ("Gemma3DecoderLayer",), fullgraph=False)
             path.append("compiled-decoder-layers")

@@ -23,7 +23,10 @@ class Runner(TextGenerationRunner):
     template_source = "vendored"
     static_cache_tokens = 2048 + 16384  # prompt (the think-mode system prompt alone is ~800) + max max_new_tokens
     OPTIONS = {
-        "quantize": Option("pruna-hqq", "hqq", ("none", "hqq", "pruna-hqq"), "4-bit HQQ weights: 4x fewer bytes per token"),
+        # pruna-hqq: Pruna's SmashConfig (int4 kernels patched in by hqq's torchao backend); hqq: hqq itself,
+        # the same kernels on a GPU (HQQ's dequantize layers on CPU); hqq-gemlite: gemlite's Triton kernels.
+        "quantize": Option("pruna-hqq", "hqq", ("none", "hqq", "hqq-gemlite", "pruna-hqq"),
+                           "4-bit HQQ weights: 4x fewer bytes per token"),
         "compile": Option("on", "off", ("on", "off"), "static KV cache + compiled decode step"),
     }
 
@@ -31,14 +34,16 @@ class Runner(TextGenerationRunner):
         model, tokenizer = load_causal_lm(self.dep, self.source, device=self.hw.device, dtype=self.hw.dtype)
         path = [f"transformers-{self.hw.device}"]
         if self.options["quantize"] != "none":
-            model, how = llm_backends.hqq_quantize(model, via="pruna" if self.options["quantize"] == "pruna-hqq" else "hqq",
-                                                   device=self.hw.device, dtype=self.hw.dtype)
+            via, _, kernel = self.options["quantize"].partition("-")
+            model, how = llm_backends.hqq_quantize(model, via="pruna" if via == "pruna" else "hqq", device=self.hw.device,
+                                                   dtype=self.hw.dtype, kernel="gemlite" if kernel == "gemlite" else "torchao_int4")
             path.append(how)
             # hqq's int4 inference patch turns Inductor's coordinate-descent tuning on for the process
             # (hqq/utils/patching.py); say so here, where the choice is visible.
             selective_compile.tune_kernels(True)
         if self.options["compile"] == "on":
-            path.append(llm_backends.enable_compiled_decode(model))
+            self.decode_compile = llm_backends.decode_step_compile()
+            path.append("static-cache+compiled-decode")
         return model, tokenizer, "+".join(path)
 
     # Inputs are written out literally: `cog build` reads them from this file's source and resolves nothing

@@ -7,7 +7,6 @@ import pytest
 from PIL import Image
 
 from shared import images
-from shared.llm import sampling_kwargs
 from shared.runtime import InputError
 
 
@@ -35,7 +34,14 @@ def test_huge_images_are_reduced_as_they_are_decoded(tmp_path):
 
 @pytest.mark.parametrize("temperature", [1e-45, 1e-7, 0.0])
 def test_a_temperature_too_small_to_divide_by_is_greedy(temperature):
-    assert sampling_kwargs(temperature, 0.9) == {"do_sample": False}
+    import torch
+
+    from shared.decode_engine import sample
+
+    logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(0))
+    one = torch.ones(3)
+    picked = sample(logits, torch.tensor([1, 2, 3]), torch.tensor([5, 5, 5]), one * temperature, one * 0.9)
+    assert picked.tolist() == logits.argmax(-1).tolist()
 
 
 def test_outputs_do_not_pile_up(tmp_path, monkeypatch):

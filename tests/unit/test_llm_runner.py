@@ -1,11 +1,10 @@
-"""The text-generation runner: sampling, seeds, the static-cache decode path, limits and streaming stop."""
+"""The text-generation runner: the decode engine behind it, seeds, compiled decode, limits and streaming stop."""
 
 import threading
 
 import pytest
 import torch
 
-from shared.llm import sampling_kwargs
 from shared.runtime import InputError
 from tests.conftest import load_runner
 
@@ -17,12 +16,6 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
-def test_temperature_or_top_p_zero_means_greedy():
-    assert sampling_kwargs(0, 0.9) == {"do_sample": False}
-    assert sampling_kwargs(0.7, 0) == {"do_sample": False}
-    assert sampling_kwargs(0.7, 0.9) == {"do_sample": True, "temperature": 0.7, "top_p": 0.9}
-
-
 def _text(runner, **kw):
     args = dict(messages=[{"role": "user", "content": "hello there"}], max_new_tokens=12, temperature=0, top_p=0.9, seed=1)
     args.update(kw)
@@ -30,7 +23,7 @@ def _text(runner, **kw):
 
 
 @pytest.mark.parametrize("name,option", [("smollm3-3b", "compile=on"), ("gemma3-4b-it", "compile=decode")])
-def test_static_cache_decode_path_gives_the_same_greedy_text(monkeypatch, name, option):
+def test_compiled_decode_step_gives_the_same_greedy_text_as_the_eager_one(monkeypatch, name, option):
     def run(opt):
         monkeypatch.setenv("OPTIMIZE", opt)
         runner = load_runner(name)
@@ -38,10 +31,11 @@ def test_static_cache_decode_path_gives_the_same_greedy_text(monkeypatch, name, 
         return runner, _text(runner, **({"images": [_image()]} if name == "gemma3-4b-it" else {}),
                              messages=_messages(name))
 
-    static_runner, static = run(option)
-    assert static_runner.kv_caches and not any(any(c.is_sliding) for c in static_runner.kv_caches)
-    _, dynamic = run(option.split("=")[0] + "=off")
-    assert static and static == dynamic
+    compiled_runner, compiled = run(option)
+    assert compiled_runner.engine.compiled and not any(any(c.is_sliding) for c in compiled_runner.engine.caches)
+    eager_runner, eager = run(option.split("=")[0] + "=off")
+    assert not eager_runner.engine.compiled
+    assert compiled and compiled == eager
 
 
 def _graphs() -> int:
@@ -78,9 +72,9 @@ def test_transformers_sliding_cache_would_recompile_every_step(monkeypatch):
     from transformers import StaticCache
 
     runner = _compiled_gemma(monkeypatch)
-    stock = StaticCache(config=runner.model.config, max_cache_len=runner.kv_caches[0].get_max_length())
+    stock = StaticCache(config=runner.model.config, max_cache_len=runner.engine.caches[0].get_max_length())
     assert any(stock.is_sliding)
-    monkeypatch.setattr(runner, "cache_kwargs", lambda total: {"past_key_values": stock})
+    monkeypatch.setattr(runner.engine, "cache_for", lambda total: (stock.reset(), stock)[1])
     graphs = _graphs()
     _long_gemma_request(runner, 6)
     assert _graphs() > graphs + 1
@@ -100,21 +94,6 @@ def _messages(name):
     return [{"role": "user", "content": "hello there"}]
 
 
-def test_generation_uses_the_kv_cache_even_when_the_config_says_not_to(runners, monkeypatch):
-    runner = runners("smollm3-3b")
-    assert runner.model.config.use_cache is False  # SmolLM3's published config
-    seen = {}
-    original = runner.model.generate
-
-    def spy(*args, **kwargs):
-        seen.update(kwargs)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(runner.model, "generate", spy)
-    _text(runner)
-    assert seen["use_cache"] is True
-
-
 def test_same_seed_same_sampled_text_and_different_seed_differs(runners):
     runner = runners("phi4-reasoning-plus")
     a, b = _text(runner, temperature=1.0, seed=3), _text(runner, temperature=1.0, seed=3)
@@ -131,12 +110,10 @@ def test_prompt_plus_new_tokens_beyond_the_context_is_an_input_error(runners, mo
 
 
 def test_closing_the_stream_stops_generation_early(runners, monkeypatch):
-    from shared import llm
-
     runner = runners("phi4-reasoning-plus")
     steps = []
-    original = llm._StopFlag.__call__
-    monkeypatch.setattr(llm._StopFlag, "__call__", lambda self, *a, **k: steps.append(1) or original(self, *a, **k))
+    original = runner.engine.step
+    monkeypatch.setattr(runner.engine, "step", lambda *a: steps.append(1) or original(*a))
     before = threading.active_count()
     stream = runner.stream(messages=[{"role": "user", "content": "hi"}], max_new_tokens=5000, temperature=1.0,
                            top_p=1.0, seed=1)
@@ -148,19 +125,20 @@ def test_closing_the_stream_stops_generation_early(runners, monkeypatch):
 
 def test_requests_take_the_smallest_warm_cache_and_only_a_longer_one_grows_it(monkeypatch):
     """The compiled decode step (and its CUDA graphs) stays valid only while each cache keeps its shape."""
-    from shared import llm_backends
+    from shared.decode_engine import new_static_cache
 
     monkeypatch.setenv("OPTIMIZE", "compile=on,quantize=none")
     runner = load_runner("smollm3-3b")
     runner.setup()
-    caches = list(runner.kv_caches)
+    engine = runner.engine
+    caches = list(engine.caches)
     assert [c.get_max_length() for c in caches] == [2048, runner.static_cache_tokens]
     with torch.inference_mode():
-        assert runner.cache_kwargs(100)["past_key_values"] is caches[0]
-        assert runner.cache_kwargs(2048)["past_key_values"] is caches[0]
-        assert runner.cache_kwargs(2049)["past_key_values"] is caches[1]
-    assert _text(runner, max_new_tokens=3) and runner.kv_caches == caches
-    runner.kv_caches[-1] = llm_backends.new_static_cache(runner.model, 16)  # smaller than the next request
-    runner.kv_caches[:1] = []
+        assert engine.cache_for(100) is caches[0]
+        assert engine.cache_for(2048) is caches[0]
+        assert engine.cache_for(2049) is caches[1]
+    assert _text(runner, max_new_tokens=3) and engine.caches == caches
+    engine.caches[-1] = new_static_cache(runner.model, 16)  # smaller than the next request
+    engine.caches[:1] = []
     assert _text(runner, max_new_tokens=20)
-    assert runner.kv_caches[-1].get_max_length() > 20
+    assert engine.caches[-1].get_max_length() > 20

@@ -1,0 +1,186 @@
+"""Text speed through the Cog server: the decode engine per configuration, against HF generate bf16 eager.
+
+    python benchmarks/bench.py text-server smollm3-3b --configs "hqq-int4=quantize=hqq;bf16=quantize=none"
+
+One run: the baseline (the same synthetic model, bf16, HF `generate` eager, token count forced) in this
+process, then for each configuration a Cog server booted with that OPTIMIZE, and its figures from the
+predictions' own metrics (`predict_time`, `time_to_first_token`, `output_token_count`):
+- bs1 decode at 512 new tokens (and 4,000 with --long), sampled (temperature 0.7, top_p 0.9);
+- time to first token for a ~512-token prompt;
+- 8 simultaneous requests of 256 tokens: how many are served and refused, and the aggregate tokens/s;
+- serving memory (the worker's peak after setup).
+Each figure is also given as a fraction of its roofline: bytes of weights read per token / HBM bandwidth.
+Fidelity: the quantized model against the bf16 one on the same weights, top-1 agreement and logit cosine
+over a fixed set of prompts (teacher-forced), measured in this process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+import torch
+
+from shared.runtime import peak_memory_gb
+
+# HBM bandwidth by GPU (spec sheets), for the roofline.
+BANDWIDTH_TBS = {"H100": 3.35, "H200": 4.8, "A100": 2.0, "L40S": 0.864}
+LONG_PROMPT = "The lighthouse keeper wrote in his log every night about the sea, the ships and the weather. " * 28
+
+
+def bandwidth(device_name: str) -> float:
+    return next((v for k, v in BANDWIDTH_TBS.items() if k in device_name), 3.35)
+
+
+def weight_bytes_per_token(model, int4_group: int | None = None) -> dict:
+    """Bytes a one-token step reads: every decoder Linear (bf16, or int4 with a bf16 scale and zero per
+    group) and the lm_head (bf16; tied to the embeddings in SmolLM3, read once per token)."""
+    linear = sum(m.weight.numel() for n, m in model.named_modules()
+                 if isinstance(m, torch.nn.Linear) and "lm_head" not in n and "vision" not in n)
+    head = model.get_output_embeddings().weight.numel()
+    per_param = 2.0 if int4_group is None else 0.5 + 4.0 / int4_group
+    return {"decoder_linear_params": linear, "lm_head_params": head, "bytes": int(linear * per_param + head * 2)}
+
+
+def hf_generate_baseline(model, tok, new_tokens: int, repeats: int) -> dict:
+    inputs = {k: v.to(model.device) for k, v in tok("Tell me a long story about a lighthouse keeper.",
+                                                     return_tensors="pt").items()}
+
+    def once():
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        with torch.inference_mode():
+            model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=True,
+                           temperature=0.7, top_p=0.9, use_cache=True)
+        torch.cuda.synchronize()
+        return time.perf_counter() - started
+
+    once()
+    times = [once() for _ in range(repeats)]
+    return {"name": "bf16 eager HF generate", "new_tokens": new_tokens, "seconds": times,
+            "tokens_per_s": round(new_tokens / statistics.median(times), 2)}
+
+
+def fidelity(reference, quantized_logits_fn, tok, prompts: list[str]) -> dict:
+    """Teacher-forced next-token logits of the quantized model against the bf16 one, on the same text."""
+    agree, cos, n = 0, [], 0
+    for text in prompts:
+        ids = tok(text, return_tensors="pt")["input_ids"].to(reference.device)
+        with torch.inference_mode():
+            a = reference(input_ids=ids).logits[0].float()
+            b = quantized_logits_fn(ids)[0].float()
+        agree += int((a.argmax(-1) == b.argmax(-1)).sum())
+        n += a.shape[0]
+        cos.append(torch.nn.functional.cosine_similarity(a, b, dim=-1).mean().item())
+    return {"top1_agreement": round(agree / n, 4), "logit_cosine": round(statistics.mean(cos), 4), "positions": n}
+
+
+def _metrics(body: dict) -> dict:
+    m = body["metrics"]
+    ttft, total, out = m.get("time_to_first_token"), m["predict_time"], m.get("output_token_count")
+    decode = round((out - 1) / (total - ttft), 1) if ttft is not None and out and total > ttft else None
+    return {"predict_time": total, "ttft": ttft, "tokens": out, "decode_tok_s": decode}
+
+
+def _median(rows: list[dict], key: str):
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return round(statistics.median(values), 4) if values else None
+
+
+def server_figures(server, args, extra: dict) -> dict:
+    from shared.cogserver import log_events
+
+    logs: list[str] = []
+
+    def predict(inputs):
+        body = server.predict({**extra, **inputs}).json()
+        logs.append(body.get("logs") or "")
+        assert body["status"] == "succeeded", body.get("error")
+        return body
+
+    row = {}
+    cases = {"512_tokens": {"prompt": "Tell me a long story about a lighthouse keeper.", "max_new_tokens": 512}}
+    if args.long:
+        cases["4000_tokens"] = {"prompt": "Tell me a very long story about a lighthouse keeper.", "max_new_tokens": 4000}
+    cases["ttft_long_prompt"] = {"prompt": LONG_PROMPT, "max_new_tokens": 8}
+    for case, inputs in cases.items():
+        rows = [_metrics(predict({**inputs, "temperature": 0.7, "top_p": 0.9, "seed": i}))
+                for i in range(args.repeats + 1)][1:]  # the first warms up
+        medians = {f"median_{k}": _median(rows, k) for k in ("predict_time", "ttft", "tokens", "decode_tok_s")}
+        row[case] = {"runs": rows, **medians}
+        print(case, {k: v for k, v in row[case].items() if k != "runs"}, flush=True)
+    # 8 requests at once, as clients send them: no retry on 409, so a refusal shows.
+    body = {"input": {**extra, "prompt": "Write a poem about the sea.", "max_new_tokens": 256, "temperature": 0.7,
+                      "top_p": 0.9}}
+    started = time.perf_counter()
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda i: requests.post(f"{server.url}/predictions", timeout=600,
+                                                        json={**body, "input": {**body["input"], "seed": i}}), range(8)))
+    wall = time.perf_counter() - started
+    served = [a.json() for a in answers if a.status_code == 200 and a.json().get("status") == "succeeded"]
+    tokens = sum(b["metrics"].get("output_token_count") or 0 for b in served)
+    row["concurrent_8x256"] = {"served": len(served), "refused": sum(a.status_code == 409 for a in answers),
+                               "other": [a.status_code for a in answers if a.status_code not in (200, 409)],
+                               "wall_s": round(wall, 3), "aggregate_tok_s": round(tokens / wall, 1)}
+    print("concurrent", row["concurrent_8x256"], flush=True)
+    ends = log_events("\n".join(logs), "predict.end")
+    row["serving_peak_gpu_gb"] = max((e.get("peak_gpu_gb") or 0 for e in ends), default=None)
+    row["recompiles_after_setup"] = sum(text.count("Recompiling") for text in logs)
+    return row
+
+
+def bench_text_server(args) -> dict:
+    from shared import catalog, llm_backends
+    from shared.builders.text import build_random_causal_lm
+    from shared.cogserver import CogServer
+
+    name = args.deployment
+    dep = catalog.get(name)
+    work = Path(os.environ.get("OUT") or "/tmp")
+    configs = dict(item.split("=", 1) for item in args.configs.split(";"))
+    device = torch.cuda.get_device_name()
+    tbs = bandwidth(device)
+    result: dict = {"deployment": name, "repeats": args.repeats, "configs": configs, "bandwidth_tb_s": tbs,
+                    "variants": {}}
+
+    torch.cuda.reset_peak_memory_stats()
+    model, tok = build_random_causal_lm(dep, tiny=False, device="cuda", dtype=torch.bfloat16)
+    result["baseline"] = {**hf_generate_baseline(model, tok, args.tokens, args.repeats), "peak_gpu_gb": peak_memory_gb()}
+    bf16 = weight_bytes_per_token(model)
+    int4 = weight_bytes_per_token(model, int4_group=64)
+    result["roofline_tok_s"] = {"bf16": round(tbs * 1e12 / bf16["bytes"], 1), "int4": round(tbs * 1e12 / int4["bytes"], 1)}
+    print("baseline", result["baseline"]["tokens_per_s"], "roofline", result["roofline_tok_s"], flush=True)
+    if args.fidelity:
+        import copy
+
+        prompts = [LONG_PROMPT[:400], "def fibonacci(n):\n    return", "Paris is the capital of", "1, 2, 3, 5, 8,"]
+        quantized, _ = llm_backends.hqq_quantize(copy.deepcopy(model), via="hqq", device="cuda", dtype=torch.bfloat16)
+        result["fidelity_hqq4_vs_bf16"] = fidelity(model, lambda ids: quantized(input_ids=ids).logits, tok, prompts)
+        print("fidelity", result["fidelity_hqq4_vs_bf16"], flush=True)
+        del quantized
+    del model
+    torch.cuda.empty_cache()
+
+    for label, optimize in configs.items():
+        env = {"WEIGHT_PROFILE": os.environ["WEIGHT_PROFILE"], "TORCH_LOGS": "recompiles", "OPTIMIZE": optimize}
+        started = time.perf_counter()
+        try:
+            with CogServer(name, env=env, setup_timeout=args.setup_timeout, log_path=work / f"server-{label}.log") as server:
+                row = {"ready_s": round(time.perf_counter() - started, 1)}
+                setup = server.events("setup.done")[-1]
+                row["setup"] = {k: setup.get(k) for k in ("path", "phases", "peak_gpu_gb", "seconds")}
+                row.update(server_figures(server, args, {}))
+        except Exception as e:  # recorded, not lost: the next configuration still runs
+            row = {"error": f"{type(e).__name__}: {e}"[:2000]}
+        roof = result["roofline_tok_s"]["int4" if "hqq" in optimize or "pruna" in optimize else "bf16"]
+        decode = row.get("512_tokens", {}).get("median_decode_tok_s")
+        row["fraction_of_roofline_512"] = round(decode / roof, 3) if decode else None
+        result["variants"][label] = row
+        print(label, {k: v for k, v in row.items() if k != "setup"}, flush=True)
+        (work / "text-server-partial.json").write_text(json.dumps(result, indent=2))
+    return result

@@ -1,0 +1,59 @@
+"""The decode engine's compiled step on a GPU: Inductor + CUDA graphs (reduce-overhead), sampling inside.
+
+A tiny SmolLM3 (float32: the compiled and eager kernels then agree to the token) decoded by the compiled
+engine gives the eager engine's tokens, greedy and sampled, in both cache sizes, without recompiling; and
+HQQ's int4 kernels (the ones Pruna patches in) run inside the captured step. On the device machine
+(`make test-gpu`); CPU tests check the same engine with Dynamo's eager backend."""
+
+import pytest
+import torch
+
+from shared import catalog
+from shared.builders.text import build_random_causal_lm
+from shared.decode_engine import DecodeEngine, Sampling
+
+pytestmark = pytest.mark.gpu
+
+SETTINGS = [Sampling(0.0, 1.0, 0), Sampling(1.0, 0.9, 1), Sampling(0.7, 0.95, 2)]
+
+
+def _model(dtype=torch.float32):
+    model, tok = build_random_causal_lm(catalog.get("smollm3-3b"), tiny=True, device="cuda", dtype=dtype)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.15)  # varied greedy text (see tests/unit/test_decode_engine.py)
+    return model, {k: v.cuda() for k, v in tok("the lighthouse keeper walked to the shore", return_tensors="pt").items()}
+
+
+def _tokens(engine, inputs, n, sampling):
+    return [t for chunk in engine.generate(inputs, max_new_tokens=n, sampling=sampling) for t in chunk]
+
+
+def test_compiled_graphed_step_gives_the_eager_tokens_without_recompiling():
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    model, inputs = _model()
+    eager = DecodeEngine(model, [64, 512])
+    compiled = DecodeEngine(model, [64, 512], compile_step={"backend": "inductor", "mode": "reduce-overhead"})
+    compiled.warm_up(inputs)
+    graphs = counters["stats"]["unique_graphs"]
+    for sampling in SETTINGS:
+        for n in (30, 200):  # the small cache, then the large one
+            assert _tokens(compiled, inputs, n, sampling) == _tokens(eager, inputs, n, sampling), (sampling, n)
+    assert counters["stats"]["unique_graphs"] == graphs, "a request recompiled the step"
+
+
+def test_hqq_int4_kernels_run_inside_the_captured_step():
+    from shared import llm_backends
+
+    torch._dynamo.reset()
+    model, inputs = _model(torch.bfloat16)
+    model, path = llm_backends.hqq_quantize(model, via="hqq", device="cuda", dtype=torch.bfloat16)
+    assert path == "hqq4-torchao_int4"
+    engine = DecodeEngine(model, [128], compile_step={"backend": "inductor", "mode": "reduce-overhead"})
+    engine.warm_up(inputs)
+    a = _tokens(engine, inputs, 40, Sampling(1.0, 0.9, 5))
+    assert len(a) == 40 and a == _tokens(engine, inputs, 40, Sampling(1.0, 0.9, 5))
