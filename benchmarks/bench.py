@@ -452,7 +452,7 @@ def main() -> int:
     ts.add_argument("--configs", default="default=", help="label=OPTIMIZE;label=OPTIMIZE (one Cog server each)")
     ts.add_argument("--tokens", type=int, default=512, help="new tokens of the in-process HF generate baseline")
     ts.add_argument("--repeats", type=int, default=5)
-    ts.add_argument("--long", action="store_true", help="also 4,000-token requests")
+    ts.add_argument("--long", action="store_true", help="also 4,000-token requests (first config)")
     ts.add_argument("--fidelity", action="store_true", help="HQQ 4-bit vs bf16 logits on the baseline's weights")
     ts.add_argument("--setup-timeout", type=float, default=400)
     c = sub.add_parser("canary")

@@ -92,7 +92,7 @@ def _median(rows: list[dict], key: str):
     return round(statistics.median(values), 4) if values else None
 
 
-def server_figures(server, args, extra: dict) -> dict:
+def server_figures(server, args, extra: dict, long: bool) -> dict:
     from shared.cogserver import log_events
 
     logs: list[str] = []
@@ -105,7 +105,7 @@ def server_figures(server, args, extra: dict) -> dict:
 
     row = {}
     cases = {"512_tokens": {"prompt": "Tell me a long story about a lighthouse keeper.", "max_new_tokens": 512}}
-    if args.long:
+    if long:
         cases["4000_tokens"] = {"prompt": "Tell me a very long story about a lighthouse keeper.", "max_new_tokens": 4000}
     cases["ttft_long_prompt"] = {"prompt": LONG_PROMPT, "max_new_tokens": 8}
     for case, inputs in cases.items():
@@ -174,7 +174,7 @@ def bench_text_server(args) -> dict:
                 row = {"ready_s": round(time.perf_counter() - started, 1)}
                 setup = server.events("setup.done")[-1]
                 row["setup"] = {k: setup.get(k) for k in ("path", "phases", "peak_gpu_gb", "seconds")}
-                row.update(server_figures(server, args, {}))
+                row.update(server_figures(server, args, {}, long=args.long and label == next(iter(configs))))
         except Exception as e:  # recorded, not lost: the next configuration still runs
             row = {"error": f"{type(e).__name__}: {e}"[:2000]}
         roof = result["roofline_tok_s"]["int4" if "hqq" in optimize or "pruna" in optimize else "bf16"]

@@ -62,14 +62,15 @@ def sample(logits: torch.Tensor, seed: torch.Tensor, position: torch.Tensor, tem
     logits = logits.float()
     greedy = logits.argmax(-1)
     probs = torch.softmax(logits / temperature.clamp_min(GREEDY_BELOW)[:, None], dim=-1)
-    probs, order = probs.sort(dim=-1, descending=True)
-    rank = torch.arange(probs.shape[-1], device=probs.device)
-    drop = (probs.cumsum(-1) - probs) > top_p[:, None]  # keep the smallest head whose mass reaches top_p
+    ordered = probs.sort(dim=-1, descending=True).values
+    keep = (ordered.cumsum(-1) - ordered) <= top_p[:, None]  # the smallest head whose mass reaches top_p
     if top_k:
-        drop |= rank >= top_k
-    probs = probs.masked_fill(drop, 0.0)
-    noise = exponential_noise(seed, position, logits.shape[-1]).gather(-1, order)  # noise follows the token id
-    sampled = order.gather(-1, (probs / noise).argmax(-1, keepdim=True))[:, 0]
+        keep[:, top_k:] = False
+    # The smallest probability kept, as a threshold in token order: no gather through the sort's indices
+    # (Inductor failed to generate the argmax over such a gather, torch 2.11).
+    threshold = ordered.gather(-1, keep.sum(-1, keepdim=True) - 1)
+    probs = probs.masked_fill(probs < threshold, 0.0)
+    sampled = (probs / exponential_noise(seed, position, logits.shape[-1])).argmax(-1)
     return torch.where((temperature < GREEDY_BELOW) | (top_p <= 0), greedy, sampled)
 
 
