@@ -46,7 +46,8 @@ def exponential_noise(seed: torch.Tensor, position: torch.Tensor, vocab: int) ->
     """[B, vocab] float32 draws of Exp(1), a pure function of (seed[b], position[b], token id)."""
     row = _mix32((_mix32(seed & _M32) + position) & _M32)  # [B]
     ids = torch.arange(vocab, device=seed.device, dtype=torch.int64)
-    bits = _mix32((row[:, None] + ids * 0x9E3779B9) & _M32) >> 9  # 23 random bits
+    # No multiply by a constant of 2**31 or more: Triton typed one against the int32 index (H200, torch 2.11).
+    bits = _mix32((row[:, None] + ids) & _M32) >> 9  # 23 random bits
     uniform = (bits.float() + 0.5) / 2.0**23  # in (0, 1): never 0 or 1 in float32
     return -torch.log(uniform)
 
