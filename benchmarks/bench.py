@@ -455,6 +455,7 @@ def main() -> int:
     ts.add_argument("--long", action="store_true", help="also 4,000-token requests (first config)")
     ts.add_argument("--fidelity", action="store_true", help="HQQ 4-bit vs bf16 logits on the baseline's weights")
     ts.add_argument("--setup-timeout", type=float, default=400)
+    ts.add_argument("--baseline-from", help="take the HF generate baseline from this earlier result file")
     c = sub.add_parser("canary")
     c.add_argument("--deployment", default="flux-lora-txt2img")
     c.add_argument("--samples", type=int, default=3)

@@ -150,7 +150,10 @@ def bench_text_server(args) -> dict:
 
     torch.cuda.reset_peak_memory_stats()
     model, tok = build_random_causal_lm(dep, tiny=False, device="cuda", dtype=torch.bfloat16)
-    result["baseline"] = {**hf_generate_baseline(model, tok, args.tokens, args.repeats), "peak_gpu_gb": peak_memory_gb()}
+    if args.baseline_from:  # measured by an earlier run of this benchmark (same commit): named, not re-run
+        result["baseline"] = {**json.loads(Path(args.baseline_from).read_text())["baseline"], "from": args.baseline_from}
+    else:
+        result["baseline"] = {**hf_generate_baseline(model, tok, args.tokens, args.repeats), "peak_gpu_gb": peak_memory_gb()}
     bf16 = weight_bytes_per_token(model)
     int4 = weight_bytes_per_token(model, int4_group=64)
     result["roofline_tok_s"] = {"bf16": round(tbs * 1e12 / bf16["bytes"], 1), "int4": round(tbs * 1e12 / int4["bytes"], 1)}
