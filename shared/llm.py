@@ -188,19 +188,20 @@ class TextGenerationRunner(BaseRunner):
                     streamer.put(inputs["input_ids"].cpu())  # the streamer skips the prompt, as generate() gives it
                     for chunk in self.engine.generate(inputs, max_new_tokens=max_new_tokens, sampling=sampling,
                                                       stop_ids=self.stop_ids, cancelled=stop.is_set):
+                        # The first token, not the first text: the streamer holds text back to a word's end.
+                        first_token_at[:] = first_token_at or [time.perf_counter()]
                         streamer.put(torch.tensor(chunk))
             except BaseException as e:  # re-raised in the consumer so the prediction fails loudly
                 failure.append(e)
             finally:
                 streamer.end()
 
+        first_token_at: list[float] = []
         job = self.generation_thread.submit(work)
         pieces: list[str] = []
-        first_token_at = None
         try:
             for piece in streamer:
                 if piece:
-                    first_token_at = first_token_at or time.perf_counter()
                     pieces.append(piece)
                     yield piece
         finally:
@@ -212,7 +213,7 @@ class TextGenerationRunner(BaseRunner):
         # The names Replicate's official language models report (Cog's docs, "Metrics"). The text itself is
         # the streamed output: the server keeps it whole in the prediction, so no copy is written here.
         metrics = {"input_token_count": prompt_tokens, "output_token_count": new_tokens,
-                   "time_to_first_token": round(first_token_at - started, 4) if first_token_at else None,
+                   "time_to_first_token": round(first_token_at[0] - started, 4) if first_token_at else None,
                    "tokens_per_second": round(new_tokens / seconds, 2) if seconds > 0 else None}
         for name, value in metrics.items():
             if value is not None:
