@@ -46,11 +46,15 @@ def test_compiled_graphed_step_gives_the_eager_tokens_without_recompiling():
     assert counters["stats"]["unique_graphs"] == graphs, "a request recompiled the step"
 
 
-def test_hqq_int4_kernels_run_inside_the_captured_step():
+def test_hqq_int4_kernels_run_inside_the_captured_step(monkeypatch):
+    """SmolLM3's real widths (tinygemm needs them: the tiny model's 64-wide layers fail its tiling check),
+    two layers."""
     from shared import llm_backends
 
     torch._dynamo.reset()
-    model, inputs = _model(torch.bfloat16)
+    monkeypatch.setenv("SYNTHETIC_NUM_LAYERS", "2")
+    model, tok = build_random_causal_lm(catalog.get("smollm3-3b"), tiny=False, device="cuda", dtype=torch.bfloat16)
+    inputs = {k: v.cuda() for k, v in tok("the lighthouse keeper walked to the shore", return_tensors="pt").items()}
     model, path = llm_backends.hqq_quantize(model, via="hqq", device="cuda", dtype=torch.bfloat16)
     assert path == "hqq4-torchao_int4"
     engine = DecodeEngine(model, [128], compile_step={"backend": "inductor", "mode": "reduce-overhead"})
