@@ -1,0 +1,216 @@
+"""Continuous batching: concurrent requests decoded together, one token for every row per step.
+
+Decode is memory-bound: a step reads every weight once whether it serves one sequence or eight, so
+rows decoded together cost little more than one. Requests join and leave between steps:
+
+- `rows` slots, each a row of one static KV cache (`row_tokens` long); a row's KV is written at that
+  row's own position (`RowLayer`), and a per-row mask limits attention to its own tokens;
+- a joining request is prefilled alone (its images too, for Gemma) into a one-row cache, copied into a
+  free row, and decodes with the others from the next step;
+- the step (forward + sampling, every row with its own temperature, top_p and seed: the engine's
+  counter-based sampler) is compiled with CUDA graphs once, for all `rows`; empty rows ride along;
+- the host reads the step's tokens (one sync per step), hands each request its token, and frees the rows
+  that hit a stop token, their token budget or a cancellation.
+A request longer than `row_tokens` runs alone on the single-stream `DecodeEngine` when no row is busy.
+
+Why not transformers' continuous batching (`generate_batch`, `ContinuousBatchingManager`): its sampling
+takes one seed for the whole manager (`ContinuousBatchingConfig.seed`) and `torch.multinomial`, and
+greedy or sampled is one setting for all requests (transformers 5.23). Here each request keeps its own
+seed: the same seed gives the same text alone or next to others.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+from .decode_engine import DecodeEngine, Sampling, new_static_cache, sample
+from .runtime import log_event
+
+
+@dataclass
+class Request:
+    inputs: dict
+    max_new_tokens: int
+    sampling: Sampling
+    stop_ids: Sequence[int]
+    emit: Callable[[list[int] | None, BaseException | None], None]  # tokens, or (None, error) / (None, None) at the end
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    done: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return self.inputs["input_ids"].shape[1] + self.max_new_tokens
+
+
+def _row_update(layer, rows: torch.Tensor, positions: torch.Tensor):
+    """StaticLayer.update for one new token per row, written at each row's own position."""
+
+    def update(key_states, value_states, *args, **kwargs):
+        layer.keys[rows, :, positions] = key_states[:, :, 0]
+        layer.values[rows, :, positions] = value_states[:, :, 0]
+        return layer.keys, layer.values
+
+    return update
+
+
+class BatchedDecoder:
+    """Serves requests from many threads on one scheduler thread; see the module docstring."""
+
+    def __init__(self, model, *, rows: int, row_tokens: int, single: DecodeEngine, compile_step: dict | None = None):
+        self.model, self.rows, self.row_tokens, self.single = model, rows, row_tokens, single
+        self.device = model.device
+        config = model.config.get_text_config(decoder=True)
+        self.sliding = getattr(config, "sliding_window", None) if "sliding_attention" in (
+            getattr(config, "layer_types", None) or ()) else None
+        self.cache = new_static_cache(model, row_tokens)
+        self.prefill_cache = new_static_cache(model, row_tokens)
+        self._allocate()
+        dev = self.device
+        self.row_ids = torch.arange(rows, device=dev)
+        self.positions = torch.zeros(rows, dtype=torch.long, device=dev)  # where each row writes next
+        self.tokens = torch.zeros(rows, 1, dtype=torch.long, device=dev)
+        self.seeds = torch.zeros(rows, dtype=torch.long, device=dev)
+        self.temperature = torch.zeros(rows, device=dev)
+        self.top_p = torch.ones(rows, device=dev)
+        for layer in self.cache.layers:
+            layer.update = _row_update(layer, self.row_ids, self.positions)
+        self.slots: list[Request | None] = [None] * rows
+        self.waiting: deque[Request] = deque()
+        self.arrived = threading.Condition()
+        self.step = self._step if compile_step is None else torch.compile(self._step, fullgraph=True, dynamic=False,
+                                                                         **compile_step)
+        self.thread = threading.Thread(target=self._loop, name="batched-decode", daemon=True)
+        self.thread.start()
+
+    def _allocate(self):
+        """Give the batched cache its rows now (transformers allocates a cache at its first update)."""
+        text = self.model.config.get_text_config(decoder=True)
+        heads = text.num_key_value_heads
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        dtype = next(self.model.parameters()).dtype
+        dtype = dtype if dtype.is_floating_point else torch.bfloat16
+        kv = torch.zeros(self.rows, heads, 1, head_dim, dtype=dtype, device=self.device)
+        for layer in self.cache.layers:
+            layer.lazy_initialization(kv, kv)
+
+    # -- what runs on the device ----------------------------------------------------------------
+
+    def _mask(self, positions: torch.Tensor):
+        """[rows, 1, 1, row_tokens] True where a row may attend: its own tokens up to its position (and
+        within the sliding window, for the sliding layers)."""
+        kv = torch.arange(self.row_tokens, device=positions.device)
+        full = (kv[None, :] <= positions[:, None])[:, None, None, :]
+        if self.sliding is None:
+            return full
+        window = full & (kv[None, :] > positions[:, None] - self.sliding)[:, None, None, :]
+        return {"full_attention": full, "sliding_attention": window}
+
+    def _step(self, cache, tokens, positions, seeds, temperature, top_p):
+        logits = self.model(input_ids=tokens, position_ids=positions[:, None], attention_mask=self._mask(positions),
+                            past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        next_positions = positions + 1
+        return sample(logits, seeds, next_positions, temperature, top_p, self.single.top_k)[:, None]
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    def submit(self, request: Request) -> None:
+        with self.arrived:
+            self.waiting.append(request)
+            self.arrived.notify()
+
+    def _loop(self):
+        with torch.inference_mode():
+            while True:
+                try:
+                    self._admit()
+                    if any(self.slots):
+                        self._decode_one()
+                except BaseException as e:  # a failed step fails the requests in it, not the server
+                    log_event("batch.error", error=f"{type(e).__name__}: {e}"[:500])
+                    for i, request in enumerate(self.slots):
+                        if request is not None:
+                            request.emit(None, e)
+                            self.slots[i] = None
+
+    def _admit(self):
+        """Move waiting requests into free rows, first come first served; wait while there is nothing to do."""
+        while True:
+            with self.arrived:
+                while not self.waiting and not any(self.slots):
+                    self.arrived.wait()
+                if not self.waiting:
+                    return
+                request = self.waiting[0]
+                busy = any(self.slots)
+                long_alone = request.tokens > self.row_tokens
+                if (long_alone and busy) or (not long_alone and None not in self.slots):
+                    return  # it waits at the head: the rows drain (or one frees) step by step
+                self.waiting.popleft()
+            if request.cancelled.is_set():
+                request.emit(None, None)
+            elif long_alone:  # alone, on the single-stream engine
+                self._run_alone(request)
+            else:
+                try:
+                    self._prefill(request, self.slots.index(None))
+                except BaseException as e:
+                    request.emit(None, e)
+
+    def _run_alone(self, request: Request):
+        try:
+            for chunk in self.single.generate(request.inputs, max_new_tokens=request.max_new_tokens,
+                                              sampling=request.sampling, stop_ids=request.stop_ids,
+                                              cancelled=request.cancelled.is_set):
+                request.emit(chunk, None)
+            request.emit(None, None)
+        except BaseException as e:
+            request.emit(None, e)
+
+    def _prefill(self, request: Request, row: int):
+        cache = self.prefill_cache
+        cache.reset()
+        prompt = request.inputs["input_ids"].shape[1]
+        logits = self.model(**request.inputs, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        for src, dst in zip(cache.layers, self.cache.layers, strict=True):  # the prompt's KV into the row
+            dst.keys[row, :, :prompt] = src.keys[0, :, :prompt]
+            dst.values[row, :, :prompt] = src.values[0, :, :prompt]
+        s = request.sampling
+        self.seeds[row], self.temperature[row], self.top_p[row] = s.seed, float(s.temperature), float(s.top_p)
+        self.positions[row] = prompt
+        first = sample(logits, self.seeds[row:row + 1], self.positions[row:row + 1], self.temperature[row:row + 1],
+                       self.top_p[row:row + 1], self.single.top_k)
+        self.tokens[row, 0] = first[0]
+        self.slots[row] = request
+        self._deliver(row, int(first[0]))
+
+    def _decode_one(self):
+        tokens = self.step(self.cache, self.tokens, self.positions, self.seeds, self.temperature, self.top_p)
+        self.tokens.copy_(tokens)
+        self.positions.add_(1)
+        for row, token in enumerate(tokens[:, 0].tolist()):  # the one sync per step
+            if self.slots[row] is not None:
+                self._deliver(row, token)
+
+    def _deliver(self, row: int, token: int):
+        request = self.slots[row]
+        request.done += 1
+        request.emit([token], None)
+        if token in request.stop_ids or request.done >= request.max_new_tokens or request.cancelled.is_set():
+            request.emit(None, None)
+            self.slots[row] = None
+            self.positions[row] = 0
+
+    def warm_up(self, inputs: dict, steps: int = 3) -> None:
+        """Compile and capture the batched step (every row busy) before the first request, twice."""
+        for _ in range(2):
+            finished = threading.Semaphore(0)
+            for i in range(self.rows):
+                self.submit(Request(inputs, steps + 1, Sampling(0.7, 0.9, i), (),
+                                    lambda tokens, error, f=finished: f.release() if tokens is None else None))
+            for _ in range(self.rows):
+                finished.acquire()

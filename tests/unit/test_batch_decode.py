@@ -1,0 +1,122 @@
+"""Continuous batching (shared/batch_decode.py) on tiny models: each request gets what it would alone."""
+
+import threading
+
+import pytest
+import torch
+
+from shared.batch_decode import BatchedDecoder, Request
+from shared.decode_engine import DecodeEngine, Sampling
+from tests.unit.test_decode_engine import _inputs, _model
+
+SETTINGS = [Sampling(0, 1, 0), Sampling(1.0, 0.9, 1), Sampling(0.7, 0.95, 2), Sampling(1.0, 1.0, 3), Sampling(0, 1, 0)]
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()
+
+
+class Collector:
+    def __init__(self):
+        self.tokens, self.errors, self.done, self.steps_seen = [], [], threading.Event(), 0
+
+    def __call__(self, tokens, error):
+        if tokens is None:
+            if error is not None:
+                self.errors.append(error)
+            self.done.set()
+        else:
+            self.tokens.extend(tokens)
+
+    def result(self):
+        assert self.done.wait(120), "the request never finished"
+        assert not self.errors, self.errors
+        return self.tokens
+
+
+def _submit(decoder, inputs, n, sampling, stop_ids=()):
+    collector = Collector()
+    request = Request(inputs, n, sampling, stop_ids, collector)
+    decoder.submit(request)
+    return collector, request
+
+
+def _alone(single, inputs, n, sampling, stop_ids=()):
+    return [t for chunk in single.generate(inputs, max_new_tokens=n, sampling=sampling, stop_ids=stop_ids) for t in chunk]
+
+
+@pytest.mark.parametrize("name", ["smollm3-3b", "phi4-reasoning-plus", "gemma3-4b-it"])
+def test_more_requests_than_rows_each_get_their_single_stream_tokens(name):
+    """Five requests of different lengths and settings over three rows: they join and leave between steps,
+    and each gets exactly the tokens the single-stream engine gives it (greedy and seeded sampling)."""
+    model, tok = _model(name)
+    inputs = _inputs(name, tok)
+    single = DecodeEngine(model, [256])
+    decoder = BatchedDecoder(model, rows=3, row_tokens=256, single=single)
+    lengths = [12 + 3 * i for i in range(len(SETTINGS))]
+    pending = [_submit(decoder, inputs, n, s)[0] for n, s in zip(lengths, SETTINGS, strict=True)]
+    results = [c.result() for c in pending]
+    for got, n, s in zip(results, lengths, SETTINGS, strict=True):
+        assert got == _alone(single, inputs, n, s), s
+    assert results[-1][:len(results[0])] == results[0] and results[1] != results[2]  # greedy twice; seeds differ
+
+
+def test_rows_are_shared_at_once_and_a_stop_or_cancel_frees_a_row():
+    model, tok = _model("smollm3-3b")
+    inputs = _inputs("smollm3-3b", tok)
+    single = DecodeEngine(model, [256])
+    decoder = BatchedDecoder(model, rows=2, row_tokens=256, single=single)
+    busy = []
+    original = decoder._decode_one
+    decoder._decode_one = lambda: busy.append(sum(r is not None for r in decoder.slots)) or original()
+    free = _alone(single, inputs, 20, Sampling(0, 1, 0))
+    stop = next(t for t in free[3:] if t not in free[:3])
+    stopped, _ = _submit(decoder, inputs, 20, Sampling(0, 1, 0), stop_ids=[stop])
+    cancelled, request = _submit(decoder, inputs, 200, Sampling(1.0, 0.9, 4))
+    later, _ = _submit(decoder, inputs, 10, Sampling(1.0, 0.9, 5))  # waits for a free row
+    assert stopped.result() == free[:free.index(stop) + 1]
+    request.cancelled.set()
+    cancelled.done.wait(60)
+    assert 0 < len(cancelled.tokens) < 200
+    assert later.result() == _alone(single, inputs, 10, Sampling(1.0, 0.9, 5))
+    assert max(busy) == 2, "two requests never shared a step"
+
+
+def test_a_request_longer_than_a_row_runs_alone_and_the_others_still_run():
+    model, tok = _model("smollm3-3b")
+    inputs = _inputs("smollm3-3b", tok)
+    single = DecodeEngine(model, [64, 512])
+    decoder = BatchedDecoder(model, rows=2, row_tokens=64, single=single)
+    short, _ = _submit(decoder, inputs, 10, Sampling(1.0, 0.9, 1))
+    long, _ = _submit(decoder, inputs, 100, Sampling(1.0, 0.9, 2))  # prompt + 100 > 64
+    after, _ = _submit(decoder, inputs, 10, Sampling(1.0, 0.9, 3))
+    assert long.result() == _alone(single, inputs, 100, Sampling(1.0, 0.9, 2))
+    assert short.result() == _alone(single, inputs, 10, Sampling(1.0, 0.9, 1))
+    assert after.result() == _alone(single, inputs, 10, Sampling(1.0, 0.9, 3))
+
+
+def test_a_failing_request_fails_alone_and_the_decoder_keeps_serving():
+    model, tok = _model("smollm3-3b")
+    inputs = _inputs("smollm3-3b", tok)
+    single = DecodeEngine(model, [256])
+    decoder = BatchedDecoder(model, rows=2, row_tokens=256, single=single)
+    broken, _ = _submit(decoder, {"input_ids": torch.full((1, 5), 10**9)}, 10, Sampling(0, 1, 0))  # ids beyond the vocab
+    assert broken.done.wait(60) and broken.errors
+    fine, _ = _submit(decoder, inputs, 10, Sampling(0, 1, 0))
+    assert fine.result() == _alone(single, inputs, 10, Sampling(0, 1, 0))
+
+
+def test_the_compiled_batched_step_matches_and_compiles_once():
+    from torch._dynamo.utils import counters
+
+    model, tok = _model("smollm3-3b")
+    inputs = _inputs("smollm3-3b", tok)
+    single = DecodeEngine(model, [256])
+    decoder = BatchedDecoder(model, rows=3, row_tokens=256, single=single, compile_step={"backend": "eager"})
+    decoder.warm_up(inputs)
+    graphs = counters["stats"]["unique_graphs"]
+    pending = [_submit(decoder, inputs, 12 + i, s)[0] for i, s in enumerate(SETTINGS)]
+    for i, (c, s) in enumerate(zip(pending, SETTINGS, strict=True)):
+        assert c.result() == _alone(single, inputs, 12 + i, s)
+    assert counters["stats"]["unique_graphs"] == graphs, "a request recompiled the batched step"
