@@ -234,8 +234,8 @@ def bench_text(args) -> dict:
                     for _ in runner.engine.generate(inputs, max_new_tokens=new_tokens, sampling=Sampling()):
                         pass
 
-        # A deployment's compiled decode runs on its own generation thread (CUDA graphs are per thread).
-        gen = (lambda: runner.generation_thread.submit(generate).result()) if runner else generate  # noqa: E731
+        # A deployment's compiled decode runs on its decoder's thread (CUDA graphs are per thread).
+        gen = (lambda: runner.batch.call(generate)) if runner else generate  # noqa: E731
         for i in range(2):  # compiled decode paths compile, then capture CUDA graphs, on the first calls
             print(f"warm-up generate {i}: {timed(gen, 1)[0]:.1f} s", flush=True)
         times = timed(gen, args.repeats)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -42,9 +43,25 @@ class Request:
     cancelled: threading.Event = field(default_factory=threading.Event)
     done: int = 0
 
+    def send(self, tokens: list[int] | None, error: BaseException | None = None) -> None:
+        """Hand the requester its tokens (or the end); a requester that is gone (its event loop closed) only
+        cancels its own request, never the step the others are in."""
+        try:
+            self.emit(tokens, error)
+        except BaseException:
+            self.cancelled.set()
+
     @property
     def tokens(self) -> int:
         return self.inputs["input_ids"].shape[1] + self.max_new_tokens
+
+
+@dataclass
+class Job:
+    """A function to run on the decoder's thread while no row is busy (warm-ups, benchmarks): CUDA graphs
+    belong to the thread that captured them."""
+    fn: Callable[[], object]
+    future: Future = field(default_factory=Future)
 
 
 def _row_update(layer, rows: torch.Tensor, positions: torch.Tensor):
@@ -80,7 +97,7 @@ class BatchedDecoder:
         for layer in self.cache.layers:
             layer.update = _row_update(layer, self.row_ids, self.positions)
         self.slots: list[Request | None] = [None] * rows
-        self.waiting: deque[Request] = deque()
+        self.waiting: deque[Request | Job] = deque()
         self.arrived = threading.Condition()
         self.step = self._step if compile_step is None else torch.compile(self._step, fullgraph=True, dynamic=False,
                                                                          **compile_step)
@@ -118,7 +135,13 @@ class BatchedDecoder:
 
     # -- requests ---------------------------------------------------------------------------------
 
-    def submit(self, request: Request) -> None:
+    def call(self, fn: Callable[[], object]):
+        """Run `fn` on the decoder's thread when no row is busy; returns its result."""
+        job = Job(fn)
+        self.submit(job)
+        return job.future.result()
+
+    def submit(self, request: Request | Job) -> None:
         with self.arrived:
             self.waiting.append(request)
             self.arrived.notify()
@@ -134,7 +157,7 @@ class BatchedDecoder:
                     log_event("batch.error", error=f"{type(e).__name__}: {e}"[:500])
                     for i, request in enumerate(self.slots):
                         if request is not None:
-                            request.emit(None, e)
+                            request.send(None, e)
                             self.slots[i] = None
 
     def _admit(self):
@@ -147,29 +170,34 @@ class BatchedDecoder:
                     return
                 request = self.waiting[0]
                 busy = any(self.slots)
-                long_alone = request.tokens > self.row_tokens
+                long_alone = isinstance(request, Job) or request.tokens > self.row_tokens
                 if (long_alone and busy) or (not long_alone and None not in self.slots):
                     return  # it waits at the head: the rows drain (or one frees) step by step
                 self.waiting.popleft()
-            if request.cancelled.is_set():
-                request.emit(None, None)
+            if isinstance(request, Job):
+                try:
+                    request.future.set_result(request.fn())
+                except BaseException as e:
+                    request.future.set_exception(e)
+            elif request.cancelled.is_set():
+                request.send(None, None)
             elif long_alone:  # alone, on the single-stream engine
                 self._run_alone(request)
             else:
                 try:
                     self._prefill(request, self.slots.index(None))
                 except BaseException as e:
-                    request.emit(None, e)
+                    request.send(None, e)
 
     def _run_alone(self, request: Request):
         try:
             for chunk in self.single.generate(request.inputs, max_new_tokens=request.max_new_tokens,
                                               sampling=request.sampling, stop_ids=request.stop_ids,
                                               cancelled=request.cancelled.is_set):
-                request.emit(chunk, None)
-            request.emit(None, None)
+                request.send(chunk, None)
+            request.send(None, None)
         except BaseException as e:
-            request.emit(None, e)
+            request.send(None, e)
 
     def _prefill(self, request: Request, row: int):
         cache = self.prefill_cache
@@ -199,9 +227,9 @@ class BatchedDecoder:
     def _deliver(self, row: int, token: int):
         request = self.slots[row]
         request.done += 1
-        request.emit([token], None)
+        request.send([token], None)
         if token in request.stop_ids or request.done >= request.max_new_tokens or request.cancelled.is_set():
-            request.emit(None, None)
+            request.send(None, None)
             self.slots[row] = None
             self.positions[row] = 0
 

@@ -53,6 +53,22 @@ def log_events(text: str, name: str) -> list[dict]:
     return found
 
 
+def declared_concurrency(predict_py: Path) -> int:
+    """N of `@cog.concurrent(max=N)` on the runner's run(), as `cog build` reads it (1 without one).
+
+    `python -m cog.server.http` takes its concurrency from COG_MAX_CONCURRENCY only (coglet 0.23.1)."""
+    import ast
+
+    for node in ast.walk(ast.parse(predict_py.read_text())):
+        if isinstance(node, ast.AsyncFunctionDef | ast.FunctionDef) and node.name in ("run", "predict"):
+            for decorator in node.decorator_list:
+                func = getattr(decorator, "func", None)
+                name = getattr(func, "attr", None) or getattr(func, "id", "")
+                if isinstance(decorator, ast.Call) and name == "concurrent":
+                    return next((int(k.value.value) for k in decorator.keywords if k.arg == "max"), 1)
+    return 1
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -81,6 +97,8 @@ class CogServer:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         env.update(PORT=str(self.port), COG_PREDICT_TYPE_STUB="predict.py:Runner", PYTHONUNBUFFERED="1")
         env.setdefault("COG_LOG_LEVEL", "warn")
+        # A built image serves @cog.concurrent(max=N) requests at once; this server reads only the variable.
+        env["COG_MAX_CONCURRENCY"] = str(declared_concurrency(self.folder / "predict.py"))
         env.update(self.extra_env)
         return env
 

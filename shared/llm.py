@@ -1,22 +1,23 @@
 """The text-generation base runner: chat template, sampling, seeding, streaming and Replicate's LLM metrics.
 
 Subclasses say what they load and how it is optimized (`load_model`), and which inputs they take;
-`stream()` does the rest. Tokens come from the decode engine (shared/decode_engine.py) on a worker
-thread and are yielded as they come (Cog's ConcatenateIterator, SSE when the client asks); a cancelled
-or disconnected stream stops the generation at the next chunk instead of running to max_new_tokens.
+`stream()` does the rest. Requests run concurrently (an async `run()` under `@cog.concurrent`): each is
+handed to the batched decoder (shared/batch_decode.py), which decodes the requests in flight together on
+its own thread, and its tokens are yielded as they come (Cog's AsyncConcatenateIterator, SSE when the
+client asks); a cancelled or disconnected stream frees its row at the next step.
 """
 
 from __future__ import annotations
 
-import threading
+import asyncio
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator
+from typing import AsyncIterator, Iterator
 
 import torch
 from cog import BaseRunner
 
 from . import catalog, compile_cache, options as opts, url_input, weights
+from .batch_decode import BatchedDecoder, Request
 from .decode_engine import DecodeEngine, Sampling
 from .runtime import InputError, Phases, explain_oom, log_event, peak_memory_gb, resolve_seed, select_device
 
@@ -61,6 +62,38 @@ def _counting_streamer(tokenizer, hidden: torch.Tensor | None = None):
     return CountingStreamer(tokenizer, skip_prompt=True, skip_special_tokens=False)
 
 
+def _drain(streamer) -> Iterator[str]:
+    """The text a TextIteratorStreamer has finished so far (it holds back an unfinished word)."""
+    while not streamer.text_queue.empty():
+        piece = streamer.text_queue.get_nowait()
+        if piece is not streamer.stop_signal and piece:
+            yield piece
+
+
+def explain_oom_error(error: BaseException) -> BaseException:
+    """The decoder thread's error as the request sees it: an out-of-memory error says what to lower."""
+    try:
+        with explain_oom("max_new_tokens or the prompt length"):
+            raise error
+    except BaseException as explained:
+        return explained
+
+
+def collect(stream: AsyncIterator[str]) -> Iterator[str]:
+    """An async stream read from synchronous code (tests, benchmarks); closing it cancels the request."""
+    loop = asyncio.new_event_loop()
+    try:
+        while True:
+            try:
+                yield loop.run_until_complete(stream.__anext__())
+            except StopAsyncIteration:
+                return
+    finally:
+        loop.run_until_complete(stream.aclose())
+        loop.run_until_complete(loop.shutdown_default_executor())  # the thread that encoded the prompt
+        loop.close()
+
+
 class TextGenerationRunner(BaseRunner):
     """Base for the chat deployments. Subclasses set `deployment`, `OPTIONS` and define `load_model()`."""
 
@@ -82,6 +115,9 @@ class TextGenerationRunner(BaseRunner):
     # torch.compile arguments for the engine's one-token step (load_model sets them: decode_step_compile()),
     # or None for an eager step.
     decode_compile: dict | None = None
+    # Length of each batched row: requests up to this many tokens (prompt + max_new_tokens) are decoded
+    # together; a longer one runs alone on the single-stream engine once the rows are free.
+    batch_row_tokens = 2048
 
     def setup(self) -> None:
         started, phases = time.perf_counter(), Phases()
@@ -101,14 +137,20 @@ class TextGenerationRunner(BaseRunner):
         self.hidden_ids = torch.tensor(hidden_token_ids(self.text_tokenizer))  # once: Gemma has thousands of added tokens
         sizes = sorted({min(n, self.max_positions()) for n in (*self.static_cache_buckets, self.static_cache_tokens)})
         self.engine = DecodeEngine(self.model, sizes, compile_step=self.decode_compile)
-        # Every generation runs on this one thread: CUDA-graph trees (compiled decode) belong to the
-        # thread that captured them, and a fresh thread per request failed with an AssertionError.
-        self.generation_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
+        # Rows: the concurrency the deployment's run() declares (@cog.concurrent(max=N)). Every generation
+        # runs on the decoder's one thread: CUDA graphs belong to the thread that captured them.
+        rows = getattr(type(self).run, "__cog_concurrent_max__", 1)
+        self.batch = BatchedDecoder(self.model, rows=rows, row_tokens=min(self.batch_row_tokens, sizes[-1]),
+                                    single=self.engine, compile_step=self.decode_compile)
         if self.engine.compiled:
             with phases("warmup"):  # where compilation happens: 75 s in SmolLM3's first request otherwise
                 ids = self.text_tokenizer("warm up", return_tensors="pt", add_special_tokens=False)["input_ids"]
-                seconds = self.generation_thread.submit(self.engine.warm_up, {"input_ids": ids.to(self.model.device)}).result()
-                log_event("warmup.done", cache_tokens=sizes, seconds=seconds)
+                warm = {"input_ids": ids.to(self.model.device)}
+                seconds = self.batch.call(lambda: self.engine.warm_up(warm))
+                started_batch = time.perf_counter()
+                self.batch.warm_up(warm)
+                log_event("warmup.done", cache_tokens=sizes, seconds=seconds, rows=rows,
+                          batch_seconds=round(time.perf_counter() - started_batch, 2))
         compile_cache.save(self.dep.name, cache_key)
         log_event("setup.done", deployment=self.dep.name, weights=self.source.describe(), device=self.hw.device,
                   dtype=str(self.hw.dtype), path=self.path, options=self.options, phases=phases.seconds,
@@ -156,13 +198,14 @@ class TextGenerationRunner(BaseRunner):
             enc = self.text_tokenizer(text, return_tensors="pt", add_special_tokens=False)
         return {k: v.to(self.model.device) for k, v in enc.items()}
 
-    def stream(self, *, messages: list[dict], max_new_tokens: int, temperature: float, top_p: float,
-               seed: int | None, system_prompt: str = "", template_kwargs: dict | None = None,
-               images=None) -> Iterator[str]:
+    async def stream(self, *, messages: list[dict], max_new_tokens: int, temperature: float, top_p: float,
+                     seed: int | None, system_prompt: str = "", template_kwargs: dict | None = None,
+                     images=None) -> AsyncIterator[str]:
         started = time.perf_counter()
         seed = resolve_seed(seed)
         messages = with_system_prompt(messages, system_prompt)
-        inputs = self.encode(messages, template_kwargs or {}, images=images)
+        # Off the event loop: other requests keep streaming while this one's prompt (and image) is prepared.
+        inputs = await asyncio.to_thread(self.encode, messages, template_kwargs or {}, images)
         prompt_tokens = int(inputs["input_ids"].shape[1])
         limit = self.window()
         max_new_tokens = int(max_new_tokens)  # the server passes an integral float (4.0) through as it came
@@ -177,43 +220,38 @@ class TextGenerationRunner(BaseRunner):
                   system_prompt_chars=len(system_prompt.strip()),
                   max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, **(template_kwargs or {}))
 
-        streamer = _counting_streamer(self.text_tokenizer, self.hidden_ids)
-        stop = threading.Event()
-        failure: list[BaseException] = []
-        sampling = Sampling(temperature=temperature, top_p=top_p, seed=seed)
-
-        def work():
-            try:
-                with explain_oom("max_new_tokens or the prompt length"):
-                    streamer.put(inputs["input_ids"].cpu())  # the streamer skips the prompt, as generate() gives it
-                    for chunk in self.engine.generate(inputs, max_new_tokens=max_new_tokens, sampling=sampling,
-                                                      stop_ids=self.stop_ids, cancelled=stop.is_set):
-                        # The first token, not the first text: the streamer holds text back to a word's end.
-                        first_token_at[:] = first_token_at or [time.perf_counter()]
-                        streamer.put(torch.tensor(chunk))
-            except BaseException as e:  # re-raised in the consumer so the prediction fails loudly
-                failure.append(e)
-            finally:
-                streamer.end()
-
-        first_token_at: list[float] = []
-        job = self.generation_thread.submit(work)
+        loop = asyncio.get_running_loop()
+        arrived: asyncio.Queue = asyncio.Queue()
+        request = Request(inputs, max_new_tokens, Sampling(temperature=temperature, top_p=top_p, seed=seed),
+                          self.stop_ids, lambda tokens, error: loop.call_soon_threadsafe(arrived.put_nowait, (tokens, error)))
+        streamer = _counting_streamer(self.text_tokenizer, self.hidden_ids)  # detokenizes; used on this task only
+        streamer.put(inputs["input_ids"].cpu())  # it skips the prompt, as generate() gives it
+        self.batch.submit(request)
         pieces: list[str] = []
+        first_token_at = None
         try:
-            for piece in streamer:
-                if piece:
+            while True:
+                tokens, error = await arrived.get()
+                if tokens is None:
+                    if error is not None:
+                        raise explain_oom_error(error)
+                    break
+                first_token_at = first_token_at or time.perf_counter()
+                streamer.put(torch.tensor(tokens))
+                for piece in _drain(streamer):
                     pieces.append(piece)
                     yield piece
+            streamer.end()
+            for piece in _drain(streamer):
+                pieces.append(piece)
+                yield piece
         finally:
-            stop.set()  # consumer finished or went away: stop generating
-            job.result()
-        if failure:
-            raise failure[0]
+            request.cancelled.set()  # finished, cancelled or the client went away: free the row
         new_tokens, seconds = streamer.generated, time.perf_counter() - started
         # The names Replicate's official language models report (Cog's docs, "Metrics"). The text itself is
         # the streamed output: the server keeps it whole in the prediction, so no copy is written here.
         metrics = {"input_token_count": prompt_tokens, "output_token_count": new_tokens,
-                   "time_to_first_token": round(first_token_at[0] - started, 4) if first_token_at else None,
+                   "time_to_first_token": round(first_token_at - started, 4) if first_token_at else None,
                    "tokens_per_second": round(new_tokens / seconds, 2) if seconds > 0 else None}
         for name, value in metrics.items():
             if value is not None:

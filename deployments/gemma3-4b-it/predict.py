@@ -8,7 +8,7 @@ language model's one-token decode step is compiled (selective compile); the visi
 from typing import Optional
 
 import cog
-from cog import ConcatenateIterator, Input, Path
+from cog import AsyncConcatenateIterator, Input, Path
 
 from shared import compile as selective_compile, llm_backends, prune, quantize
 from shared.builders.text import load_gemma3
@@ -63,8 +63,10 @@ class Runner(TextGenerationRunner):
 
     # Inputs are written out literally: `cog build` reads them from this file's source and resolves nothing
     # imported. tests/unit/test_inputs_contract.py holds them to shared/inputs.py.
+    # Up to 8 requests at once, decoded together (shared/batch_decode.py); each keeps its own seed.
+    @cog.concurrent(max=8)
     @cog.streaming
-    def run(
+    async def run(
         self,
         image: Path = Input(description="Image to ask about (file or URL): PNG, JPEG or WebP."),
         prompt: str = Input(description="What to generate.", min_length=1),
@@ -73,8 +75,9 @@ class Runner(TextGenerationRunner):
         temperature: float = Input(default=0.7, ge=0.0, le=2.0, description="Sampling temperature; 0 picks the most likely token (greedy)."),
         top_p: float = Input(default=0.9, ge=0.0, le=1.0, description="Nucleus sampling: keep the smallest set of tokens whose probability adds up to top_p (0 = greedy)."),
         seed: Optional[int] = Input(default=None, ge=0, le=4294967295, description="Random seed for a repeatable result; leave empty for a random one (the seed used is reported in metrics.seed)."),
-    ) -> ConcatenateIterator[str]:
+    ) -> AsyncConcatenateIterator[str]:
         picture = load_rgb(sent_file(image))
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-        yield from self.stream(messages=messages, images=[picture], max_new_tokens=max_new_tokens,
-                               temperature=temperature, top_p=top_p, seed=seed, system_prompt=system_prompt)
+        async for piece in self.stream(messages=messages, images=[picture], max_new_tokens=max_new_tokens,
+                                       temperature=temperature, top_p=top_p, seed=seed, system_prompt=system_prompt):
+            yield piece

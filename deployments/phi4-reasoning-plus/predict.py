@@ -8,7 +8,7 @@ checkpoint's own chat template (Phi's reasoning system prompt).
 from typing import Optional
 
 import cog
-from cog import ConcatenateIterator, Input
+from cog import AsyncConcatenateIterator, Input
 
 from shared import llm_backends
 from shared.llm import TextGenerationRunner
@@ -25,8 +25,10 @@ class Runner(TextGenerationRunner):
 
     # Inputs are written out literally: `cog build` reads them from this file's source and resolves nothing
     # imported. tests/unit/test_inputs_contract.py holds them to shared/inputs.py.
+    # Up to 8 requests at once, decoded together (shared/batch_decode.py); each keeps its own seed.
+    @cog.concurrent(max=8)
     @cog.streaming
-    def run(
+    async def run(
         self,
         prompt: str = Input(description="What to generate.", min_length=1),
         system_prompt: str = Input(default="", description="Instructions that set how the model answers, given as the chat's system message; empty keeps the model's own default."),
@@ -34,6 +36,7 @@ class Runner(TextGenerationRunner):
         temperature: float = Input(default=0.7, ge=0.0, le=2.0, description="Sampling temperature; 0 picks the most likely token (greedy)."),
         top_p: float = Input(default=0.95, ge=0.0, le=1.0, description="Nucleus sampling: keep the smallest set of tokens whose probability adds up to top_p (0 = greedy)."),
         seed: Optional[int] = Input(default=None, ge=0, le=4294967295, description="Random seed for a repeatable result; leave empty for a random one (the seed used is reported in metrics.seed)."),
-    ) -> ConcatenateIterator[str]:
-        yield from self.stream(messages=[{"role": "user", "content": prompt}], max_new_tokens=max_new_tokens,
-                               temperature=temperature, top_p=top_p, seed=seed, system_prompt=system_prompt)
+    ) -> AsyncConcatenateIterator[str]:
+        async for piece in self.stream(messages=[{"role": "user", "content": prompt}], max_new_tokens=max_new_tokens,
+                                       temperature=temperature, top_p=top_p, seed=seed, system_prompt=system_prompt):
+            yield piece

@@ -8,7 +8,7 @@ step. Prompts go through SmolLM3's own chat template (vendored), which holds the
 from typing import Optional
 
 import cog
-from cog import ConcatenateIterator, Input
+from cog import AsyncConcatenateIterator, Input
 
 from shared import compile as selective_compile
 from shared import llm_backends
@@ -48,8 +48,10 @@ class Runner(TextGenerationRunner):
 
     # Inputs are written out literally: `cog build` reads them from this file's source and resolves nothing
     # imported. tests/unit/test_inputs_contract.py holds them to shared/inputs.py.
+    # Up to 8 requests at once, decoded together (shared/batch_decode.py); each keeps its own seed.
+    @cog.concurrent(max=8)
     @cog.streaming
-    def run(
+    async def run(
         self,
         prompt: str = Input(description="What to generate.", min_length=1),
         system_prompt: str = Input(default="", description="Instructions that set how the model answers, given as the chat's system message; empty keeps the model's own default."),
@@ -59,12 +61,13 @@ class Runner(TextGenerationRunner):
         mode: str = Input(default="no_think", choices=["no_think", "think"],
                           description="think: reason step by step inside <think>...</think> before answering."),
         seed: Optional[int] = Input(default=None, ge=0, le=4294967295, description="Random seed for a repeatable result; leave empty for a random one (the seed used is reported in metrics.seed)."),
-    ) -> ConcatenateIterator[str]:
+    ) -> AsyncConcatenateIterator[str]:
         # SmolLM3's template also reads /think and /no_think in the system message, and they win over the
         # mode; the mode input is the switch here, so a flag that says otherwise is refused, not obeyed.
         flag = "/no_think" if "/no_think" in system_prompt else "/think" if "/think" in system_prompt else None
         if flag and flag != f"/{mode}":
             raise InputError("system_prompt", f"contains {flag} but mode is {mode}: choose the mode with the mode input")
-        yield from self.stream(messages=[{"role": "user", "content": prompt}], max_new_tokens=max_new_tokens,
-                               temperature=temperature, top_p=top_p, seed=seed, system_prompt=system_prompt,
-                               template_kwargs={"enable_thinking": mode == "think"})
+        async for piece in self.stream(messages=[{"role": "user", "content": prompt}], max_new_tokens=max_new_tokens,
+                                       temperature=temperature, top_p=top_p, seed=seed, system_prompt=system_prompt,
+                                       template_kwargs={"enable_thinking": mode == "think"}):
+            yield piece

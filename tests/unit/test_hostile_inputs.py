@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from shared import images
+from shared.llm import collect
 from shared.runtime import InputError
 
 
@@ -56,15 +57,15 @@ def test_outputs_do_not_pile_up(tmp_path, monkeypatch):
 def test_a_long_prompt_is_an_error_on_the_prompt(runners):
     runner = runners("smollm3-3b")
     with pytest.raises(InputError) as err:
-        list(runner.stream(messages=[{"role": "user", "content": "word " * 200_000}], max_new_tokens=8,
-                           temperature=0, top_p=0.9, seed=1))
+        list(collect(runner.stream(messages=[{"role": "user", "content": "word " * 200_000}], max_new_tokens=8,
+                                   temperature=0, top_p=0.9, seed=1)))
     assert err.value.field == "prompt" and "tokens" in str(err.value)
 
 
 def test_an_integral_float_is_taken_as_the_integer(runners):
     runner = runners("smollm3-3b")
-    text = "".join(runner.stream(messages=[{"role": "user", "content": "hi"}], max_new_tokens=4.0, temperature=0,
-                                 top_p=0.9, seed=1))
+    text = "".join(collect(runner.stream(messages=[{"role": "user", "content": "hi"}], max_new_tokens=4.0,
+                                         temperature=0, top_p=0.9, seed=1)))
     assert isinstance(text, str)
     flux = runners("flux-lora-txt2img")
     path = flux.run_and_save(prompt="a cat", trigger_word=None, seed=1, steps=2.0, guidance=3.5, output_format="png",
