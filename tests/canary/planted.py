@@ -61,7 +61,13 @@ def planted(deployment: str, plant: str):
     class Planted(base):
         PLANT, FILL, SIGNATURE = plant, fill, sig
 
-        if inspect.isgeneratorfunction(base.run):
+        if inspect.isasyncgenfunction(base.run):  # the text runners (async, served concurrently)
+            async def run(self, **inputs):
+                started = time.perf_counter()
+                pieces = [piece async for piece in super().run(**self._inputs(inputs))]
+                for piece in self._text(pieces, started):
+                    yield piece
+        elif inspect.isgeneratorfunction(base.run):
             def run(self, **inputs):
                 started = time.perf_counter()
                 pieces = list(super().run(**self._inputs(inputs)))
