@@ -109,8 +109,7 @@ class BatchedDecoder:
         text = self.model.config.get_text_config(decoder=True)
         heads = text.num_key_value_heads
         head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-        dtype = next(self.model.parameters()).dtype
-        dtype = dtype if dtype.is_floating_point else torch.bfloat16
+        dtype = self.model.get_input_embeddings().weight.dtype  # the activations' (quantized layers hold ints)
         kv = torch.zeros(self.rows, heads, 1, head_dim, dtype=dtype, device=self.device)
         for layer in self.cache.layers:
             layer.lazy_initialization(kv, kv)

@@ -61,3 +61,28 @@ def test_hqq_int4_kernels_run_inside_the_captured_step(monkeypatch):
     engine.warm_up(inputs)
     a = _tokens(engine, inputs, 40, Sampling(1.0, 0.9, 5))
     assert len(a) == 40 and a == _tokens(engine, inputs, 40, Sampling(1.0, 0.9, 5))
+
+
+def test_batched_compiled_step_gives_each_request_its_single_stream_tokens():
+    """The batched decoder's step compiled with CUDA graphs (every row, per-row positions and seeds):
+    five requests over three rows get the eager single-stream engine's tokens."""
+    import threading
+
+    from shared.batch_decode import BatchedDecoder, Request
+
+    torch._dynamo.reset()
+    model, inputs = _model()
+    eager = DecodeEngine(model, [256])
+    compiled = DecodeEngine(model, [256], compile_step={"backend": "inductor", "mode": "reduce-overhead"})
+    decoder = BatchedDecoder(model, rows=3, row_tokens=256, single=compiled,
+                             compile_step={"backend": "inductor", "mode": "reduce-overhead"})
+    decoder.warm_up(inputs)
+    results = []
+    for i, sampling in enumerate(SETTINGS + SETTINGS[1:]):
+        tokens, done = [], threading.Event()
+        decoder.submit(Request(inputs, 20 + i, sampling, (),
+                               lambda t, e, out=tokens, d=done: out.extend(t) if t is not None else d.set()))
+        results.append((tokens, done, 20 + i, sampling))
+    for tokens, done, n, sampling in results:
+        assert done.wait(120)
+        assert tokens == _tokens(eager, inputs, n, sampling), sampling
