@@ -94,6 +94,7 @@ class BatchedDecoder:
         self.seeds = torch.zeros(rows, dtype=torch.long, device=dev)
         self.temperature = torch.zeros(rows, device=dev)
         self.top_p = torch.ones(rows, device=dev)
+        self.busy = torch.zeros(rows, dtype=torch.long, device=dev)  # 1 where a request decodes: only those advance
         for layer in self.cache.layers:
             layer.update = _row_update(layer, self.row_ids, self.positions)
         self.slots: list[Request | None] = [None] * rows
@@ -158,6 +159,8 @@ class BatchedDecoder:
                         if request is not None:
                             request.send(None, e)
                             self.slots[i] = None
+                    self.positions.zero_()
+                    self.busy.zero_()
 
     def _admit(self):
         """Move waiting requests into free rows, first come first served; wait while there is nothing to do."""
@@ -209,6 +212,7 @@ class BatchedDecoder:
         s = request.sampling
         self.seeds[row], self.temperature[row], self.top_p[row] = s.seed, float(s.temperature), float(s.top_p)
         self.positions[row] = prompt
+        self.busy[row] = 1
         first = sample(logits, self.seeds[row:row + 1], self.positions[row:row + 1], self.temperature[row:row + 1],
                        self.top_p[row:row + 1], self.single.top_k)
         self.tokens[row, 0] = first[0]
@@ -218,7 +222,7 @@ class BatchedDecoder:
     def _decode_one(self):
         tokens = self.step(self.cache, self.tokens, self.positions, self.seeds, self.temperature, self.top_p)
         self.tokens.copy_(tokens)
-        self.positions.add_(1)
+        self.positions.add_(self.busy)  # an empty row stays at 0: it must never run past its row's end
         for row, token in enumerate(tokens[:, 0].tolist()):  # the one sync per step
             if self.slots[row] is not None:
                 self._deliver(row, token)
@@ -231,6 +235,7 @@ class BatchedDecoder:
             request.send(None, None)
             self.slots[row] = None
             self.positions[row] = 0
+            self.busy[row] = 0
 
     def warm_up(self, inputs: dict, steps: int = 3) -> None:
         """Compile and capture the batched step (every row busy) before the first request, twice."""

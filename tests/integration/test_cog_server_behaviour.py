@@ -36,13 +36,28 @@ def test_a_request_without_a_json_content_type_is_read_as_an_empty_input(server)
 def test_a_prediction_id_that_cannot_be_a_folder_name_blocks_the_server_until_it_restarts():
     """coglet 0.23.1 uses the id as a directory name; docs/operations.md gives the upstream reproduction and the
     advice (let only [A-Za-z0-9_-]{1,64} ids through, or send none). Its own server: this one is left stuck.
-    When an upgrade fixes it, this test fails: update the docs with it."""
+    When an upgrade fixes it, this test fails: update the docs with it. One slot, as the FLUX deployments have:
+    a text deployment's 8 slots lose one per such id (test_each_bad_id_takes_one_slot_of_eight)."""
     from shared.cogserver import CogServer, post_prediction
     from tests.conftest import TEST_SERVER_ENV
 
-    with CogServer(NAME, env=TEST_SERVER_ENV, setup_timeout=300) as s:
+    with CogServer(NAME, env={**TEST_SERVER_ENV, "COG_MAX_CONCURRENCY": "1"}, setup_timeout=300) as s:
         body = requests.post(f"{s.url}/predictions", json={"id": "a\u0000b", "input": SMALL}, timeout=60).json()
         assert body["status"] == "failed" and "output dir" in body["error"], body
         after = post_prediction(s.url, SMALL, timeout=60, busy_wait=3)  # retried for 3 s: not the brief 409 above
         assert after.status_code == 409  # and every request after it, until the process restarts
         assert requests.get(f"{s.url}/health-check", timeout=10).json()["status"] == "BUSY"
+
+
+def test_each_bad_id_takes_one_slot_of_eight():
+    """The text deployments serve 8 requests at once: one id that cannot be a folder name leaves 7 slots (still
+    serving); 8 of them block the server as one does a single-slot server (coglet 0.23.1)."""
+    from shared.cogserver import CogServer, post_prediction
+    from tests.conftest import TEST_SERVER_ENV
+
+    with CogServer(NAME, env=TEST_SERVER_ENV, setup_timeout=300) as s:
+        for i in range(8):
+            body = requests.post(f"{s.url}/predictions", json={"id": f"bad\u0000{i}", "input": SMALL}, timeout=60).json()
+            assert body["status"] == "failed" and "output dir" in body["error"], body
+            after = post_prediction(s.url, SMALL, timeout=60, busy_wait=3)
+            assert after.status_code == (200 if i < 7 else 409), i

@@ -83,6 +83,21 @@ def test_rows_are_shared_at_once_and_a_stop_or_cancel_frees_a_row():
     assert max(busy) == 2, "two requests never shared a step"
 
 
+def test_an_empty_row_does_not_advance_while_others_decode():
+    """One busy row decoding far more steps, in turn, than a row holds: the idle row must stay where it is
+    (it once advanced with the others and ran off its row's end: IndexError after row_tokens steps)."""
+    model, tok = _model("smollm3-3b")
+    inputs = _inputs("smollm3-3b", tok)
+    prompt = inputs["input_ids"].shape[1]
+    single = DecodeEngine(model, [64])
+    decoder = BatchedDecoder(model, rows=2, row_tokens=64, single=single)
+    n = 64 - prompt  # each request fills its row
+    for seed in range(4):  # 4 x n steps > 64: an idle row that advanced would be far past its end
+        assert _submit(decoder, inputs, n, Sampling(1.0, 0.9, seed))[0].result() == \
+            _alone(single, inputs, n, Sampling(1.0, 0.9, seed))
+    assert decoder.positions.tolist() == [0, 0]
+
+
 def test_a_request_longer_than_a_row_runs_alone_and_the_others_still_run():
     model, tok = _model("smollm3-3b")
     inputs = _inputs("smollm3-3b", tok)
