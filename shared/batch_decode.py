@@ -4,7 +4,7 @@ Decode is memory-bound: a step reads every weight once whether it serves one seq
 rows decoded together cost little more than one. Requests join and leave between steps:
 
 - `rows` slots, each a row of one static KV cache (`row_tokens` long); a row's KV is written at that
-  row's own position (`RowLayer`), and a per-row mask limits attention to its own tokens;
+  row's own position (`_row_update`), and a per-row mask limits attention to its own tokens;
 - a joining request is prefilled alone (its images too, for Gemma) into a one-row cache, copied into a
   free row, and decodes with the others from the next step;
 - the step (forward + sampling, every row with its own temperature, top_p and seed: the engine's
@@ -86,7 +86,11 @@ class BatchedDecoder:
             getattr(config, "layer_types", None) or ()) else None
         self.cache = new_static_cache(model, row_tokens)
         self.prefill_cache = new_static_cache(model, row_tokens)
-        self._allocate()
+        # The rows are allocated now (transformers allocates a cache at its first update).
+        self.cache.early_initialization(rows, config.num_key_value_heads,
+                                        getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads,
+                                        model.get_input_embeddings().weight.dtype,  # quantized layers hold ints
+                                        self.device)
         dev = self.device
         self.row_ids = torch.arange(rows, device=dev)
         self.positions = torch.zeros(rows, dtype=torch.long, device=dev)  # where each row writes next
@@ -104,16 +108,6 @@ class BatchedDecoder:
                                                                          **compile_step)
         self.thread = threading.Thread(target=self._loop, name="batched-decode", daemon=True)
         self.thread.start()
-
-    def _allocate(self):
-        """Give the batched cache its rows now (transformers allocates a cache at its first update)."""
-        text = self.model.config.get_text_config(decoder=True)
-        heads = text.num_key_value_heads
-        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-        dtype = self.model.get_input_embeddings().weight.dtype  # the activations' (quantized layers hold ints)
-        kv = torch.zeros(self.rows, heads, 1, head_dim, dtype=dtype, device=self.device)
-        for layer in self.cache.layers:
-            layer.lazy_initialization(kv, kv)
 
     # -- what runs on the device ----------------------------------------------------------------
 
