@@ -8,6 +8,8 @@
     python benchmarks/bench.py text gemma3-4b-it
     python benchmarks/bench.py text-server smollm3-3b --configs "hqq=quantize=hqq;bf16=quantize=none"
                                                    # decode through the Cog server per config (text_speed.py)
+    python benchmarks/bench.py text-profile smollm3-3b --kernels torchao_int4,gemlite,bf16
+                                                   # where a decode step's time goes, per int4 kernel (text_profile.py)
     python benchmarks/bench.py canary              # the canary between GPU servers: identical and compile=off candidates
     python benchmarks/bench.py cold-start smollm3-3b [--weights disk]   # boot through the Cog server: cold vs compile artifact
 
@@ -456,6 +458,11 @@ def main() -> int:
     ts.add_argument("--fidelity", action="store_true", help="HQQ 4-bit vs bf16 logits on the baseline's weights")
     ts.add_argument("--setup-timeout", type=float, default=400)
     ts.add_argument("--baseline-from", help="take the HF generate baseline from this earlier result file")
+    tp = sub.add_parser("text-profile")
+    tp.add_argument("deployment")
+    tp.add_argument("--kernels", default="torchao_int4,gemlite,bf16", help="hqq backends (or bf16), in order")
+    tp.add_argument("--repeats", type=int, default=5)
+    tp.add_argument("--budget-s", type=float, default=330, help="start no kernel after this many seconds")
     c = sub.add_parser("canary")
     c.add_argument("--deployment", default="flux-lora-txt2img")
     c.add_argument("--samples", type=int, default=3)
@@ -475,10 +482,12 @@ def main() -> int:
         return 2
     variant = variant_name()  # before the run: benchmarks set OPTIMIZE for their own baselines
     from flux_speed import bench_flux_server, bench_flux_variants
+    from text_profile import bench_text_profile
     from text_speed import bench_text_server
 
     result = {"flux": bench_flux, "flux-variants": bench_flux_variants, "flux-server": bench_flux_server,
               "flux-sizes": bench_flux_sizes, "text": bench_text, "text-server": bench_text_server, "canary": bench_canary,
+              "text-profile": bench_text_profile,
               "cold-start": bench_cold_start,
               }[args.what](args)
     label = args.what
@@ -504,6 +513,13 @@ def main() -> int:
             figures = {k: (v.get("median_decode_tok_s"), v.get("median_ttft")) if isinstance(v, dict) and "runs" in v
                        else v for k, v in row.items() if k != "setup"}
             print(name, row.get("error") or figures)
+        print(f"-> {path}")
+        return 0
+    elif args.what == "text-profile":
+        path = write(f"text-profile-{args.deployment}", variant, result)
+        for name, row in result["variants"].items():
+            print(name, row.get("error") or row.get("skipped") or
+                  {k: v for k, v in row.items() if not k.startswith("profile")})
         print(f"-> {path}")
         return 0
     elif args.what == "flux-variants":

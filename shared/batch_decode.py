@@ -9,8 +9,11 @@ rows decoded together cost little more than one. Requests join and leave between
   free row, and decodes with the others from the next step;
 - the step (forward + sampling, every row with its own temperature, top_p and seed: the engine's
   counter-based sampler) is compiled with CUDA graphs once, for all `rows`; empty rows ride along;
-- the host reads the step's tokens (one sync per step), hands each request its token, and frees the rows
-  that hit a stop token, their token budget or a cancellation.
+- the steps run `chunk` at a time without waiting for the device (the engine's rule: one host sync per
+  chunk, not per token; a step per sync left the GPU idle while the host handed tokens out); a chunk
+  never runs a row past its token budget, and tokens a row decoded past its stop token are dropped;
+- between chunks the host hands each request its tokens, frees the rows that hit a stop token, their
+  token budget or a cancellation, and admits waiting requests.
 A request longer than `row_tokens` runs alone on the single-stream `DecodeEngine` when no row is busy.
 
 Why not transformers' continuous batching (`generate_batch`, `ContinuousBatchingManager`): its sampling
@@ -78,8 +81,9 @@ def _row_update(layer, rows: torch.Tensor, positions: torch.Tensor):
 class BatchedDecoder:
     """Serves requests from many threads on one scheduler thread; see the module docstring."""
 
-    def __init__(self, model, *, rows: int, row_tokens: int, single: DecodeEngine, compile_step: dict | None = None):
-        self.model, self.rows, self.row_tokens, self.single = model, rows, row_tokens, single
+    def __init__(self, model, *, rows: int, row_tokens: int, single: DecodeEngine, compile_step: dict | None = None,
+                 chunk: int = 8):
+        self.model, self.rows, self.row_tokens, self.single, self.chunk = model, rows, row_tokens, single, chunk
         self.device = model.device
         config = model.config.get_text_config(decoder=True)
         self.sliding = getattr(config, "sliding_window", None) if "sliding_attention" in (
@@ -99,6 +103,7 @@ class BatchedDecoder:
         self.temperature = torch.zeros(rows, device=dev)
         self.top_p = torch.ones(rows, device=dev)
         self.busy = torch.zeros(rows, dtype=torch.long, device=dev)  # 1 where a request decodes: only those advance
+        self.out = torch.zeros(rows, chunk, dtype=torch.long, device=dev)  # a chunk's tokens wait here until read
         for layer in self.cache.layers:
             layer.update = _row_update(layer, self.row_ids, self.positions)
         self.slots: list[Request | None] = [None] * rows
@@ -146,7 +151,7 @@ class BatchedDecoder:
                 try:
                     self._admit()
                     if any(self.slots):
-                        self._decode_one()
+                        self._decode_chunk()
                 except BaseException as e:  # a failed step fails the requests in it, not the server
                     log_event("batch.error", error=f"{type(e).__name__}: {e}"[:500])
                     for i, request in enumerate(self.slots):
@@ -211,21 +216,29 @@ class BatchedDecoder:
                        self.top_p[row:row + 1], self.single.top_k)
         self.tokens[row, 0] = first[0]
         self.slots[row] = request
-        self._deliver(row, int(first[0]))
+        self._deliver(row, [int(first[0])])
 
-    def _decode_one(self):
-        tokens = self.step(self.cache, self.tokens, self.positions, self.seeds, self.temperature, self.top_p)
-        self.tokens.copy_(tokens)
-        self.positions.add_(self.busy)  # an empty row stays at 0: it must never run past its row's end
-        for row, token in enumerate(tokens[:, 0].tolist()):  # the one sync per step
-            if self.slots[row] is not None:
-                self._deliver(row, token)
+    def _decode_chunk(self):
+        busy = [row for row, request in enumerate(self.slots) if request is not None]
+        # No row may run past its token budget (and so its row's end) inside a chunk.
+        n = min(self.chunk, *(self.slots[row].max_new_tokens - self.slots[row].done for row in busy))
+        for i in range(n):  # queued on the device without waiting: the host runs ahead
+            tokens = self.step(self.cache, self.tokens, self.positions, self.seeds, self.temperature, self.top_p)
+            self.tokens.copy_(tokens)
+            self.positions.add_(self.busy)  # an empty row stays at 0: it must never run past its row's end
+            self.out[:, i] = tokens[:, 0]
+        chunk = self.out[:, :n].tolist()  # the one sync per chunk
+        for row in busy:
+            self._deliver(row, chunk[row])
 
-    def _deliver(self, row: int, token: int):
+    def _deliver(self, row: int, tokens: list[int]):
+        """Hand a row's request its tokens, up to its stop token, and free the row if it is done."""
         request = self.slots[row]
-        request.done += 1
-        request.send([token], None)
-        if token in request.stop_ids or request.done >= request.max_new_tokens or request.cancelled.is_set():
+        hit = next((i for i, t in enumerate(tokens) if t in request.stop_ids), None)
+        tokens = tokens if hit is None else tokens[:hit + 1]
+        request.done += len(tokens)
+        request.send(tokens, None)
+        if hit is not None or request.done >= request.max_new_tokens or request.cancelled.is_set():
             request.send(None, None)
             self.slots[row] = None
             self.positions[row] = 0

@@ -68,8 +68,8 @@ def test_rows_are_shared_at_once_and_a_stop_or_cancel_frees_a_row():
     single = DecodeEngine(model, [256])
     decoder = BatchedDecoder(model, rows=2, row_tokens=256, single=single)
     busy = []
-    original = decoder._decode_one
-    decoder._decode_one = lambda: busy.append(sum(r is not None for r in decoder.slots)) or original()
+    original = decoder._decode_chunk
+    decoder._decode_chunk = lambda: busy.append(sum(r is not None for r in decoder.slots)) or original()
     free = _alone(single, inputs, 20, Sampling(0, 1, 0))
     stop = next(t for t in free[3:] if t not in free[:3])
     stopped, _ = _submit(decoder, inputs, 20, Sampling(0, 1, 0), stop_ids=[stop])
@@ -135,3 +135,22 @@ def test_the_compiled_batched_step_matches_and_compiles_once():
     for i, (c, s) in enumerate(zip(pending, SETTINGS, strict=True)):
         assert c.result() == _alone(single, inputs, 12 + i, s)
     assert counters["stats"]["unique_graphs"] == graphs, "a request recompiled the batched step"
+
+
+def test_rows_decode_a_chunk_of_steps_per_host_sync_and_never_past_their_budget():
+    """The host reads tokens once per chunk of steps (a read per step left the GPU idle while the host
+    handed tokens out): 33 tokens with chunk 8 are the prefill's token and 4 chunks. A request whose budget
+    ends inside a chunk shortens that chunk, so a row filled to its end never writes past it."""
+    model, tok = _model("smollm3-3b")
+    inputs = _inputs("smollm3-3b", tok)
+    prompt = inputs["input_ids"].shape[1]
+    single = DecodeEngine(model, [64])
+    decoder = BatchedDecoder(model, rows=2, row_tokens=64, single=single, chunk=8)
+    chunks = []
+    original = decoder._decode_chunk
+    decoder._decode_chunk = lambda: chunks.append(1) or original()
+    assert _submit(decoder, inputs, 33, Sampling(1.0, 0.9, 7))[0].result() == _alone(single, inputs, 33, Sampling(1.0, 0.9, 7))
+    assert len(chunks) == 4
+    n = 64 - prompt  # not a multiple of 8 plus one: the last chunk is cut to the budget
+    assert (n - 1) % 8
+    assert _submit(decoder, inputs, n, Sampling(1.0, 0.9, 8))[0].result() == _alone(single, inputs, n, Sampling(1.0, 0.9, 8))

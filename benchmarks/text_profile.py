@@ -1,0 +1,181 @@
+"""Where a decode step's time goes, per int4 kernel, in this process (no server).
+
+    python benchmarks/bench.py text-profile smollm3-3b --kernels torchao_int4,gemlite,bf16
+
+For each kernel (hqq's torchao_int4 = torch's tinygemm, hqq's gemlite = Triton GEMV/GEMM, bf16 = no
+quantization) on the same synthetic full-size model, with the engine and batched decoder the server
+builds (one 2,048-token cache, 8 rows, the same compile settings):
+- prefill of a 512-token prompt (eager, as served): the long-prompt time to first token;
+- single-stream decode, 512 sampled tokens (the engine: requests longer than a row);
+- the batched decoder with one request, at chunk 1 (a host sync per step, the code before) and chunk 8;
+- the batched decoder with 8 requests of 256 tokens: the aggregate;
+- a profile of 32 single-stream and 32 batched steps: GPU time per kernel, per step.
+Variants run in the order given until --budget-s is spent; each one's figures are written as it ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from text_speed import LONG_PROMPT, bandwidth, weight_bytes_per_token
+
+
+def _sync_time(fn) -> float:
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    fn()
+    torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
+def _batched(batch, inputs, n, seeds, chunk):
+    """Submit one request per seed to the batched decoder; returns (wall seconds, tokens, first-token times)."""
+    from shared.batch_decode import Request
+    from shared.decode_engine import Sampling
+
+    batch.chunk = chunk
+    done = threading.Semaphore(0)
+    counts, firsts = [0] * len(seeds), [None] * len(seeds)
+    started = time.perf_counter()
+
+    def emit(i):
+        def on(tokens, error):
+            if tokens is None:
+                done.release()
+                return
+            firsts[i] = firsts[i] or time.perf_counter() - started
+            counts[i] += len(tokens)
+        return on
+
+    for i, seed in enumerate(seeds):
+        batch.submit(Request(inputs, n, Sampling(0.7, 0.9, seed), (), emit(i)))
+    for _ in seeds:
+        done.acquire()
+    return time.perf_counter() - started, sum(counts), firsts
+
+
+def _kernel_table(prof, steps: int, top: int = 25) -> list[dict]:
+    rows = []
+    for e in prof.key_averages():
+        us = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
+        if us and e.key and not e.key.startswith(("ProfilerStep", "cudaGraph", "aten::", "Torch-Compiled", "CompiledFunction")):
+            rows.append({"kernel": e.key[:120], "us_per_step": round(us / steps, 1), "calls_per_step": round(e.count / steps, 1)})
+    rows.sort(key=lambda r: -r["us_per_step"])
+    return rows[:top]
+
+
+def profile_variant(dep, kernel: str, args) -> dict:
+    from shared import compile as selective_compile
+    from shared import llm_backends
+    from shared.batch_decode import BatchedDecoder
+    from shared.builders.text import build_random_causal_lm
+    from shared.decode_engine import DecodeEngine, Sampling
+
+    row: dict = {"kernel": kernel}
+    started = time.perf_counter()
+    torch._dynamo.reset()
+    model, tok = build_random_causal_lm(dep, tiny=False, device="cuda", dtype=torch.bfloat16)
+    tbs = bandwidth(torch.cuda.get_device_name())
+    weights = weight_bytes_per_token(model, None if kernel == "bf16" else 64)["bytes"]
+    row["roofline_tok_s"] = round(tbs * 1e12 / weights, 1)
+    if kernel != "bf16":
+        model, row["path"] = llm_backends.hqq_quantize(model, via="hqq", device="cuda", dtype=torch.bfloat16, kernel=kernel)
+    selective_compile.tune_kernels(kernel != "bf16")  # as the deployment sets it
+    row["load_s"] = round(time.perf_counter() - started, 1)
+    compile_step = llm_backends.decode_step_compile()
+    single = DecodeEngine(model, [2048], compile_step=compile_step)
+    batch = BatchedDecoder(model, rows=8, row_tokens=2048, single=single, compile_step=compile_step)
+    warm = {"input_ids": tok("warm up", return_tensors="pt", add_special_tokens=False)["input_ids"].cuda()}
+    started = time.perf_counter()
+    batch.call(lambda: single.warm_up(warm))
+    row["compile_single_s"] = round(time.perf_counter() - started, 1)
+    started = time.perf_counter()
+    batch.warm_up(warm)
+    row["compile_batched_s"] = round(time.perf_counter() - started, 1)
+    row["memory_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
+
+    long_ids = tok(LONG_PROMPT, return_tensors="pt")["input_ids"][:, :512].cuda()  # the issue's 512-token prompt
+    cache = batch.prefill_cache
+
+    def prefill():
+        cache.reset()
+        with torch.inference_mode():
+            model(input_ids=long_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+
+    times = [batch.call(lambda: _sync_time(prefill)) for _ in range(args.repeats + 1)][1:]
+    row["prefill"] = {"prompt_tokens": int(long_ids.shape[1]), "median_ms": round(1e3 * statistics.median(times), 1)}
+    print(kernel, "prefill", row["prefill"], flush=True)
+
+    prompt = {"input_ids": tok("Tell me a long story about a lighthouse keeper.", return_tensors="pt")["input_ids"].cuda()}
+
+    def single_stream():
+        t0 = time.perf_counter()
+        first = None
+        count = 0
+        for chunk in single.generate(prompt, max_new_tokens=512, sampling=Sampling(0.7, 0.9, 1)):
+            first = first or time.perf_counter()
+            count += len(chunk)
+        return (count - 1) / (time.perf_counter() - first), first - t0
+
+    runs = [batch.call(single_stream) for _ in range(args.repeats)]
+    row["single_512"] = {"decode_tok_s": round(statistics.median(r[0] for r in runs), 1),
+                         "ttft_ms": round(1e3 * statistics.median(r[1] for r in runs), 1)}
+    print(kernel, "single", row["single_512"], flush=True)
+    for chunk in (1, 8):
+        runs = [_batched(batch, prompt, 512, [i], chunk) for i in range(args.repeats)]
+        row[f"batched_1x512_chunk{chunk}"] = {"tok_s": round(statistics.median(t / w for w, t, _ in runs), 1)}
+        print(kernel, f"batched 1 chunk {chunk}", row[f"batched_1x512_chunk{chunk}"], flush=True)
+    runs = [_batched(batch, prompt, 256, list(range(8)), 8) for _ in range(args.repeats)]
+    row["batched_8x256_chunk8"] = {"aggregate_tok_s": round(statistics.median(t / w for w, t, _ in runs), 1),
+                                   "median_ttft_ms": round(1e3 * statistics.median(statistics.median(f) for _, _, f in runs), 1)}
+    print(kernel, "batched 8", row["batched_8x256_chunk8"], flush=True)
+
+    from torch.profiler import ProfilerActivity, profile
+
+    def profiled(fn):
+        # On this thread: CUPTI sees the kernels of every thread, and the profiler must start where it is driven.
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            fn()
+            torch.cuda.synchronize()
+        return prof
+
+    try:  # the figures above are kept if the profiler fails
+        prof = profiled(lambda: batch.call(lambda: [None for _ in single.generate(prompt, max_new_tokens=33,
+                                                                                 sampling=Sampling(0.7, 0.9, 2))]))
+        row["profile_single"] = _kernel_table(prof, 32)
+        prof = profiled(lambda: _batched(batch, prompt, 33, list(range(8)), 8))
+        row["profile_batched8"] = _kernel_table(prof, 32)
+    except Exception as e:
+        row["profile_error"] = f"{type(e).__name__}: {e}"[:500]
+    del batch, single, model
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    return row
+
+
+def bench_text_profile(args) -> dict:
+    from shared import catalog
+
+    dep = catalog.get(args.deployment)
+    work = Path(os.environ.get("OUT") or "/tmp")
+    result: dict = {"deployment": dep.name, "repeats": args.repeats,
+                    "bandwidth_tb_s": bandwidth(torch.cuda.get_device_name()), "variants": {}}
+    started = time.perf_counter()
+    for kernel in args.kernels.split(","):
+        if time.perf_counter() - started > args.budget_s:
+            result["variants"][kernel] = {"skipped": f"budget of {args.budget_s} s spent"}
+            continue
+        try:
+            result["variants"][kernel] = profile_variant(dep, kernel, args)
+        except Exception as e:  # recorded, not lost: the next kernel still runs
+            result["variants"][kernel] = {"error": f"{type(e).__name__}: {e}"[:2000]}
+        print(kernel, json.dumps(result["variants"][kernel])[:3000], flush=True)
+        (work / "text-profile-partial.json").write_text(json.dumps(result, indent=2))
+    return result
