@@ -175,7 +175,9 @@ def bench_text_profile(args) -> dict:
         try:
             result["variants"][kernel] = profile_variant(dep, kernel, args)
         except Exception as e:  # recorded, not lost: the next kernel still runs
-            result["variants"][kernel] = {"error": f"{type(e).__name__}: {e}"[:2000]}
+            import traceback
+
+            result["variants"][kernel] = {"error": f"{type(e).__name__}: {e}"[:2000], "traceback": traceback.format_exc()[-3000:]}
         print(kernel, json.dumps(result["variants"][kernel])[:3000], flush=True)
         (work / "text-profile-partial.json").write_text(json.dumps(result, indent=2))
     return result
