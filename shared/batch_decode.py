@@ -78,6 +78,17 @@ def _row_update(layer, rows: torch.Tensor, positions: torch.Tensor):
     return update
 
 
+def cuda_graphs_on_this_thread() -> None:
+    """Let torch.compile's CUDA graphs ("reduce-overhead") run on this thread. Inductor keeps its CUDA-graph
+    trees in thread-local storage set up for the importing thread and the threads autograd starts; on any
+    other thread the first replay fails `assert torch._C._is_key_in_tls("tree_manager_containers")` (torch
+    2.11, H200). This gives the thread its own trees, as Inductor does for the importing thread."""
+    from torch._inductor import cudagraph_trees
+
+    if not torch._C._is_key_in_tls("tree_manager_containers"):
+        cudagraph_trees._initialize_tls(cudagraph_trees.local)
+
+
 class BatchedDecoder:
     """Serves requests from many threads on one scheduler thread; see the module docstring."""
 
@@ -146,6 +157,7 @@ class BatchedDecoder:
             self.arrived.notify()
 
     def _loop(self):
+        cuda_graphs_on_this_thread()
         with torch.inference_mode():
             while True:
                 try:

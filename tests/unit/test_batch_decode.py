@@ -154,3 +154,15 @@ def test_rows_decode_a_chunk_of_steps_per_host_sync_and_never_past_their_budget(
     n = 64 - prompt  # not a multiple of 8 plus one: the last chunk is cut to the budget
     assert (n - 1) % 8
     assert _submit(decoder, inputs, n, Sampling(1.0, 0.9, 8))[0].result() == _alone(single, inputs, n, Sampling(1.0, 0.9, 8))
+
+
+def test_the_decoder_thread_can_replay_inductor_cuda_graphs():
+    """Inductor's CUDA-graph trees live in thread-local storage that a plain thread lacks: the first replay
+    of the compiled step on the decoder's thread failed an assertion on the GPU (every request). The check
+    Inductor makes there must pass on the decoder's thread."""
+    model, tok = _model("smollm3-3b")
+    decoder = BatchedDecoder(model, rows=2, row_tokens=64, single=DecodeEngine(model, [64]))
+    assert decoder.call(lambda: torch._C._is_key_in_tls("tree_manager_containers"))
+    from torch._inductor import cudagraph_trees
+
+    assert decoder.call(lambda: cudagraph_trees.get_container(0) is not None)
