@@ -82,11 +82,18 @@ def cuda_graphs_on_this_thread() -> None:
     """Let torch.compile's CUDA graphs ("reduce-overhead") run on this thread. Inductor keeps its CUDA-graph
     trees in thread-local storage set up for the importing thread and the threads autograd starts; on any
     other thread the first replay fails `assert torch._C._is_key_in_tls("tree_manager_containers")` (torch
-    2.11, H200). This gives the thread its own trees, as Inductor does for the importing thread."""
+    2.11, H200). This gives the thread its own trees, as Inductor's module does for the importing thread
+    (torch 2.11 does it inline; 2.13 names it `_initialize_tls`: the same four lines, written here)."""
+    from collections import defaultdict
+
     from torch._inductor import cudagraph_trees
 
     if not torch._C._is_key_in_tls("tree_manager_containers"):
-        cudagraph_trees._initialize_tls(cudagraph_trees.local)
+        local = cudagraph_trees.local  # a threading.local: what is set here belongs to this thread
+        local.tree_manager_containers = {}
+        local.tree_manager_locks = defaultdict(threading.Lock)
+        torch._C._stash_obj_in_tls("tree_manager_containers", local.tree_manager_containers)
+        torch._C._stash_obj_in_tls("tree_manager_locks", local.tree_manager_locks)
 
 
 class BatchedDecoder:
@@ -157,7 +164,10 @@ class BatchedDecoder:
             self.arrived.notify()
 
     def _loop(self):
-        cuda_graphs_on_this_thread()
+        try:
+            cuda_graphs_on_this_thread()
+        except Exception as e:  # the thread must live on: a dead decoder thread would hang every request
+            log_event("batch.error", error=f"CUDA graphs on the decoder thread: {type(e).__name__}: {e}"[:500])
         with torch.inference_mode():
             while True:
                 try:
