@@ -7,7 +7,8 @@ quantization) on the same synthetic full-size model, with the engine and batched
 builds (one 2,048-token cache, 8 rows, the same compile settings):
 - prefill of a 512-token prompt (eager, as served): the long-prompt time to first token;
 - single-stream decode, 512 sampled tokens (the engine: requests longer than a row);
-- the batched decoder with one request, at chunk 1 (a host sync per step, the code before) and chunk 8;
+- the batched decoder with one request: in the rows' step at chunk 1 (a host sync per step, the code
+  before) and chunk 8, and as served (alone, it decodes on the engine's step);
 - the batched decoder with 8 requests of 256 tokens: the aggregate;
 - a profile of 32 single-stream and 32 batched steps: GPU time per kernel, per step.
 Variants run in the order given until --budget-s is spent; each one's figures are written as it ends.
@@ -128,10 +129,12 @@ def profile_variant(dep, kernel: str, args) -> dict:
     row["single_512"] = {"decode_tok_s": round(statistics.median(r[0] for r in runs), 1),
                          "ttft_ms": round(1e3 * statistics.median(r[1] for r in runs), 1)}
     print(kernel, "single", row["single_512"], flush=True)
-    for chunk in (1, 8):
+    for solo, chunk in ((False, 1), (False, 8), (True, 8)):  # one request in the rows' step, then on the engine
+        batch.solo = solo
         runs = [_batched(batch, prompt, 512, [i], chunk) for i in range(args.repeats)]
-        row[f"batched_1x512_chunk{chunk}"] = {"tok_s": round(statistics.median(t / w for w, t, _ in runs), 1)}
-        print(kernel, f"batched 1 chunk {chunk}", row[f"batched_1x512_chunk{chunk}"], flush=True)
+        name = "served_1x512_solo" if solo else f"batched_1x512_chunk{chunk}"
+        row[name] = {"tok_s": round(statistics.median(t / w for w, t, _ in runs), 1)}
+        print(kernel, name, row[name], flush=True)
     runs = [_batched(batch, prompt, 256, list(range(8)), 8) for _ in range(args.repeats)]
     row["batched_8x256_chunk8"] = {"aggregate_tok_s": round(statistics.median(t / w for w, t, _ in runs), 1),
                                    "median_ttft_ms": round(1e3 * statistics.median(statistics.median(f) for _, _, f in runs), 1)}

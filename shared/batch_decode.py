@@ -14,7 +14,9 @@ rows decoded together cost little more than one. Requests join and leave between
   never runs a row past its token budget, and tokens a row decoded past its stop token are dropped;
 - between chunks the host hands each request its tokens, frees the rows that hit a stop token, their
   token budget or a cancellation, and admits waiting requests.
-A request longer than `row_tokens` runs alone on the single-stream `DecodeEngine` when no row is busy.
+A request alone in the decoder runs on the single-stream `DecodeEngine`, whose one-row step costs less
+than the rows' step; when another request arrives, its KV moves into a row and it goes on with the others.
+A request longer than `row_tokens` runs alone on the engine when no row is busy, and the others wait.
 
 Why not transformers' continuous batching (`generate_batch`, `ContinuousBatchingManager`): its sampling
 takes one seed for the whole manager (`ContinuousBatchingConfig.seed`) and `torch.multinomial`, and
@@ -32,7 +34,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .decode_engine import DecodeEngine, Sampling, new_static_cache, sample
+from .decode_engine import DecodeEngine, Sampling, Stream, new_static_cache, sample
 from .runtime import log_event
 
 
@@ -100,8 +102,11 @@ class BatchedDecoder:
     """Serves requests from many threads on one scheduler thread; see the module docstring."""
 
     def __init__(self, model, *, rows: int, row_tokens: int, single: DecodeEngine, compile_step: dict | None = None,
-                 chunk: int = 8):
+                 chunk: int = 8, solo: bool = True):
         self.model, self.rows, self.row_tokens, self.single, self.chunk = model, rows, row_tokens, single, chunk
+        # A lone request decodes on the engine's one-row step: 317 tok/s against 143 in the 8-row step (H200,
+        # SmolLM3 int4, benchmarks/results/2026-12-05-text-profile-*); False keeps every request in the rows.
+        self.solo = solo
         self.device = model.device
         config = model.config.get_text_config(decoder=True)
         self.sliding = getattr(config, "sliding_window", None) if "sliding_attention" in (
@@ -206,6 +211,8 @@ class BatchedDecoder:
                 request.send(None, None)
             elif long_alone:  # alone, on the single-stream engine
                 self._run_alone(request)
+            elif self.solo and not busy and not self.waiting:
+                self._run_solo(request)
             else:
                 try:
                     self._prefill(request, self.slots.index(None))
@@ -222,23 +229,43 @@ class BatchedDecoder:
         except BaseException as e:
             request.send(None, e)
 
+    def _run_solo(self, request: Request):
+        """Decode the only request in flight on the engine, a chunk at a time, until it ends or another
+        request arrives; then its KV moves into row 0 and it goes on with the others."""
+        engine = self.single
+        try:
+            stream, first = engine.start(request.inputs, request.sampling, engine.cache_for(request.tokens))
+            if self._hand_out(request, [first]):
+                return
+            while not self._hand_out(request, engine.advance(stream, min(self.chunk, request.max_new_tokens - request.done))):
+                if self._joining():
+                    self._move_into_row(request, stream, 0)
+                    return
+        except BaseException as e:
+            request.send(None, e)
+
+    def _joining(self) -> bool:
+        """A request waits that a row can take (jobs and long requests wait until the decoder is idle)."""
+        with self.arrived:
+            head = self.waiting[0] if self.waiting else None
+        return isinstance(head, Request) and head.tokens <= self.row_tokens
+
     def _prefill(self, request: Request, row: int):
-        cache = self.prefill_cache
-        cache.reset()
-        prompt = request.inputs["input_ids"].shape[1]
-        logits = self.model(**request.inputs, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
-        for src, dst in zip(cache.layers, self.cache.layers, strict=True):  # the prompt's KV into the row
-            dst.keys[row, :, :prompt] = src.keys[0, :, :prompt]
-            dst.values[row, :, :prompt] = src.values[0, :, :prompt]
-        s = request.sampling
-        self.seeds[row], self.temperature[row], self.top_p[row] = s.seed, float(s.temperature), float(s.top_p)
-        self.positions[row] = prompt
+        stream, first = self.single.start(request.inputs, request.sampling, self.prefill_cache)
+        self._move_into_row(request, stream, row)
+        self._deliver(row, [first])
+
+    def _move_into_row(self, request: Request, stream: Stream, row: int):
+        """A stream's KV, next token, position and sampling settings into `row`, which decodes it from the next step."""
+        position = int(stream.position[0])
+        for src, dst in zip(stream.cache.layers, self.cache.layers, strict=True):
+            dst.keys[row, :, :position] = src.keys[0, :, :position]
+            dst.values[row, :, :position] = src.values[0, :, :position]
+        self.seeds[row], self.temperature[row], self.top_p[row] = stream.seed[0], stream.temperature[0], stream.top_p[0]
+        self.positions[row] = position
+        self.tokens[row, 0] = stream.token[0, 0]
         self.busy[row] = 1
-        first = sample(logits, self.seeds[row:row + 1], self.positions[row:row + 1], self.temperature[row:row + 1],
-                       self.top_p[row:row + 1], self.single.top_k)
-        self.tokens[row, 0] = first[0]
         self.slots[row] = request
-        self._deliver(row, [int(first[0])])
 
     def _decode_chunk(self):
         busy = [row for row, request in enumerate(self.slots) if request is not None]
@@ -254,17 +281,23 @@ class BatchedDecoder:
             self._deliver(row, chunk[row])
 
     def _deliver(self, row: int, tokens: list[int]):
-        """Hand a row's request its tokens, up to its stop token, and free the row if it is done."""
-        request = self.slots[row]
+        """Hand a row's request its tokens and free the row if it is done."""
+        if self._hand_out(self.slots[row], tokens):
+            self.slots[row] = None
+            self.positions[row] = 0
+            self.busy[row] = 0
+
+    @staticmethod
+    def _hand_out(request: Request, tokens: list[int]) -> bool:
+        """Send a request its tokens, up to its stop token; True (and the end sent) if it is done."""
         hit = next((i for i, t in enumerate(tokens) if t in request.stop_ids), None)
         tokens = tokens if hit is None else tokens[:hit + 1]
         request.done += len(tokens)
         request.send(tokens, None)
         if hit is not None or request.done >= request.max_new_tokens or request.cancelled.is_set():
             request.send(None, None)
-            self.slots[row] = None
-            self.positions[row] = 0
-            self.busy[row] = 0
+            return True
+        return False
 
     def warm_up(self, inputs: dict, steps: int = 3) -> None:
         """Compile and capture the batched step (every row busy) before the first request, twice."""

@@ -97,6 +97,19 @@ class Sampling:
     seed: int = 0
 
 
+@dataclass
+class Stream:
+    """One request's decode state on the device: its cache, the last token sampled (not yet fed to the
+    model) and the position its KV goes to, its sampling settings, and where a chunk's tokens wait."""
+    cache: object
+    token: torch.Tensor
+    position: torch.Tensor
+    seed: torch.Tensor
+    temperature: torch.Tensor
+    top_p: torch.Tensor
+    out: torch.Tensor
+
+
 class DecodeEngine:
     """Generates token ids for one request at a time; see the module docstring.
 
@@ -137,44 +150,51 @@ class DecodeEngine:
         return cache
 
     @torch.inference_mode()
+    def start(self, inputs: dict, sampling: Sampling, cache) -> tuple[Stream, int]:
+        """Prefill `cache` (emptied here) with the prompt and sample the first token: (the stream, that token)."""
+        prompt = inputs["input_ids"]
+        if prompt.shape[0] != 1:
+            raise ValueError("DecodeEngine serves one sequence at a time")
+        cache.reset()
+        dev = self.device
+        position = torch.tensor([prompt.shape[1]], device=dev)  # where the first new token's KV goes
+        seed = torch.tensor([sampling.seed], device=dev)
+        temperature = torch.tensor([float(sampling.temperature)], device=dev, dtype=torch.float32)
+        top_p = torch.tensor([float(sampling.top_p)], device=dev, dtype=torch.float32)
+        logits = self.model(**inputs, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        token = sample(logits, seed, position, temperature, top_p, self.top_k)[:, None]
+        stream = Stream(cache, token, position, seed, temperature, top_p,
+                        torch.empty(self.chunk, dtype=torch.long, device=dev))
+        return stream, int(token[0, 0])
+
+    @torch.inference_mode()
+    def advance(self, stream: Stream, n: int) -> list[int]:
+        """`n` (<= chunk) more tokens, queued on the device without waiting; one host sync reads them."""
+        for i in range(n):
+            token, position = self.step(stream.cache, stream.token, stream.position, stream.seed, stream.temperature,
+                                        stream.top_p)
+            # Graph outputs are overwritten by the next replay: keep copies.
+            stream.token, stream.position = token.clone(), position.clone()
+            stream.out[i] = token[0, 0]
+        return stream.out[:n].tolist()
+
+    @torch.inference_mode()
     def generate(self, inputs: dict, *, max_new_tokens: int, sampling: Sampling, stop_ids: Sequence[int] = (),
                  cancelled: Callable[[], bool] = lambda: False, cache=None) -> Iterator[list[int]]:
         """Yield the new token ids in chunks (the first token alone, for time to first token). The last
         chunk ends with the stop token, if one came (as `generate` returns it); nothing follows it.
         `cache`: a cache of this engine to use (warm-up), instead of the smallest that fits."""
-        prompt = inputs["input_ids"]
-        if prompt.shape[0] != 1:
-            raise ValueError("DecodeEngine.generate serves one sequence at a time")
         if cache is None:
-            cache = self.cache_for(prompt.shape[1] + max_new_tokens)
-        else:
-            cache.reset()
-        dev = self.device
-        position = torch.tensor([prompt.shape[1] - 1], device=dev)
-        seed = torch.tensor([sampling.seed], device=dev)
-        temperature = torch.tensor([float(sampling.temperature)], device=dev, dtype=torch.float32)
-        top_p = torch.tensor([float(sampling.top_p)], device=dev, dtype=torch.float32)
-
-        logits = self.model(**inputs, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
-        position = position + 1
-        token = sample(logits, seed, position, temperature, top_p, self.top_k)[:, None]
+            cache = self.cache_for(inputs["input_ids"].shape[1] + max_new_tokens)
+        stream, first = self.start(inputs, sampling, cache)
         stops = set(stop_ids)
-        out = torch.empty(max_new_tokens, dtype=torch.long, device=dev)  # tokens wait here until read
-        out[0] = token[0, 0]
-        done = read = 1
-        first = out[:1].tolist()
-        yield first
-        if stops & set(first):
+        yield [first]
+        done = 1
+        if first in stops:
             return
         while done < max_new_tokens:
-            n = min(self.chunk, max_new_tokens - done)
-            for _ in range(n):  # queued on the device without waiting: the host runs ahead
-                token, position = self.step(cache, token, position, seed, temperature, top_p)
-                token, position = token.clone(), position.clone()  # graph outputs are overwritten by the next replay
-                out[done] = token[0, 0]
-                done += 1
-            chunk = out[read:done].tolist()  # the one sync per chunk
-            read = done
+            chunk = self.advance(stream, min(self.chunk, max_new_tokens - done))
+            done += len(chunk)
             hit = next((i for i, t in enumerate(chunk) if t in stops), None)
             if hit is not None:
                 yield chunk[:hit + 1]

@@ -90,7 +90,7 @@ def test_an_empty_row_does_not_advance_while_others_decode():
     inputs = _inputs("smollm3-3b", tok)
     prompt = inputs["input_ids"].shape[1]
     single = DecodeEngine(model, [64])
-    decoder = BatchedDecoder(model, rows=2, row_tokens=64, single=single)
+    decoder = BatchedDecoder(model, rows=2, row_tokens=64, single=single, solo=False)  # each request in a row
     n = 64 - prompt  # each request fills its row
     for seed in range(4):  # 4 x n steps > 64: an idle row that advanced would be far past its end
         assert _submit(decoder, inputs, n, Sampling(1.0, 0.9, seed))[0].result() == \
@@ -145,7 +145,7 @@ def test_rows_decode_a_chunk_of_steps_per_host_sync_and_never_past_their_budget(
     inputs = _inputs("smollm3-3b", tok)
     prompt = inputs["input_ids"].shape[1]
     single = DecodeEngine(model, [64])
-    decoder = BatchedDecoder(model, rows=2, row_tokens=64, single=single, chunk=8)
+    decoder = BatchedDecoder(model, rows=2, row_tokens=64, single=single, chunk=8, solo=False)
     chunks = []
     original = decoder._decode_chunk
     decoder._decode_chunk = lambda: chunks.append(1) or original()
@@ -166,3 +166,35 @@ def test_the_decoder_thread_can_replay_inductor_cuda_graphs():
     from torch._inductor import cudagraph_trees
 
     assert decoder.call(lambda: cudagraph_trees.get_container(0) is not None)
+
+
+def test_a_lone_request_runs_on_the_engine_and_moves_into_a_row_when_another_arrives():
+    """Alone, a request decodes on the engine's one-row step (cheaper than the rows' step); when a second
+    request arrives, the first one's KV, token and position move into a row and both decode together, each
+    still getting exactly its single-stream tokens."""
+    model, tok = _model("smollm3-3b")
+    inputs = _inputs("smollm3-3b", tok)
+    single = DecodeEngine(model, [256])
+    decoder = BatchedDecoder(model, rows=2, row_tokens=256, single=single, chunk=4)
+    engine_steps, row_steps = [], []
+    engine_step, row_step = single.step, decoder.step
+    single.step = lambda *a: engine_steps.append(1) or engine_step(*a)
+    decoder.step = lambda *a: row_steps.append(int(decoder.busy.sum())) or row_step(*a)
+    assert _submit(decoder, inputs, 30, Sampling(1.0, 0.9, 1))[0].result() == _alone(single, inputs, 30, Sampling(1.0, 0.9, 1))
+    assert len(engine_steps) == 29 * 2 and not row_steps  # (the reference ran on the engine too)
+    engine_steps.clear()
+
+    advance, second = single.advance, []
+
+    def arrive_during_the_third_chunk(stream, n):
+        if len(engine_steps) == 8 and not second:  # the first request is 9 tokens in
+            second.append(_submit(decoder, inputs, 20, Sampling(0.7, 0.95, 2))[0])
+        return advance(stream, n)
+
+    single.advance = arrive_during_the_third_chunk
+    first = _submit(decoder, inputs, 40, Sampling(1.0, 0.9, 3))[0]
+    got_first, got_second = first.result(), second[0].result()
+    single.advance = advance
+    assert got_first == _alone(single, inputs, 40, Sampling(1.0, 0.9, 3))
+    assert got_second == _alone(single, inputs, 20, Sampling(0.7, 0.95, 2))
+    assert 2 in row_steps, "the two requests never decoded in one step"
