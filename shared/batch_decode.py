@@ -300,11 +300,16 @@ class BatchedDecoder:
         return False
 
     def warm_up(self, inputs: dict, steps: int = 3) -> None:
-        """Compile and capture the batched step (every row busy) before the first request, twice."""
-        for _ in range(2):
-            finished = threading.Semaphore(0)
-            for i in range(self.rows):
-                self.submit(Request(inputs, steps + 1, Sampling(0.7, 0.9, i), (),
-                                    lambda tokens, error, f=finished: f.release() if tokens is None else None))
-            for _ in range(self.rows):
-                finished.acquire()
+        """Compile and capture the batched step (every row busy) before the first request, twice. Every
+        warm-up request goes into a row: one that ran alone on the engine would leave the step uncompiled."""
+        solo, self.solo = self.solo, False
+        try:
+            for _ in range(2):
+                finished = threading.Semaphore(0)
+                for i in range(self.rows):
+                    self.submit(Request(inputs, steps + 1, Sampling(0.7, 0.9, i), (),
+                                        lambda tokens, error, f=finished: f.release() if tokens is None else None))
+                for _ in range(self.rows):
+                    finished.acquire()
+        finally:
+            self.solo = solo

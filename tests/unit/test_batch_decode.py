@@ -1,6 +1,7 @@
 """Continuous batching (shared/batch_decode.py) on tiny models: each request gets what it would alone."""
 
 import threading
+import time
 
 import pytest
 import torch
@@ -129,7 +130,12 @@ def test_the_compiled_batched_step_matches_and_compiles_once():
     inputs = _inputs("smollm3-3b", tok)
     single = DecodeEngine(model, [256])
     decoder = BatchedDecoder(model, rows=3, row_tokens=256, single=single, compile_step={"backend": "eager"})
+    alone, submit, run_solo = [], decoder.submit, decoder._run_solo
+    decoder._run_solo = lambda request: alone.append(request) or run_solo(request)
+    decoder.submit = lambda request: submit(request) or time.sleep(0.05)  # each warm-up request finds the rows idle
     decoder.warm_up(inputs)
+    decoder.submit, decoder._run_solo = submit, run_solo
+    assert not alone, "warm-up requests ran alone on the engine: the batched step would compile in a user's request"
     graphs = counters["stats"]["unique_graphs"]
     pending = [_submit(decoder, inputs, 12 + i, s)[0] for i, s in enumerate(SETTINGS)]
     for i, (c, s) in enumerate(zip(pending, SETTINGS, strict=True)):
