@@ -35,20 +35,50 @@ from .catalog import DEPLOYMENTS, EXAMPLES, REPO_ROOT
 OUTPUTS = REPO_ROOT / "outputs"
 
 
+def parse_event(line: str) -> dict | None:
+    """A runtime.log_event line (logfmt) back into its fields, or None for any other line. Dotted keys nest
+    again; values read as JSON where they are JSON (numbers, true/false, lists), as text otherwise; empty is None."""
+    lexer = shlex.shlex(line, posix=True)
+    lexer.whitespace_split, lexer.quotes, lexer.commenters = True, '"', ""  # logfmt quotes with " only
+    try:
+        tokens = list(lexer)
+    except ValueError:
+        return None
+    if not tokens or not tokens[0].startswith("event="):
+        return None
+    record: dict = {}
+    for token in tokens:
+        key, sep, raw = token.partition("=")
+        if not sep or not key:
+            return None
+        *parents, last = key.split(".")
+        target = record
+        for parent in parents:
+            target = target.setdefault(parent, {})
+            if not isinstance(target, dict):
+                return None
+        try:
+            target[last] = None if raw == "" else json.loads(raw)
+        except ValueError:
+            target[last] = raw
+    record["event"] = tokens[0].partition("=")[2]  # an event name is text, whatever it looks like
+    return record
+
+
 def log_events(text: str, name: str) -> list[dict]:
     """The log events called `name` (runtime.log_event) in a server log or a prediction's `logs`: a line is
-    the event's JSON, or coglet's JSON record with the event as its message."""
+    the event itself, or coglet's JSON record with the event as its message."""
     found = []
     for line in text.splitlines():
         if name not in line:
             continue
-        try:
-            record = json.loads(line)
-            message = record.get("fields", {}).get("message", "") if isinstance(record, dict) else ""
-            event = json.loads(message) if message.startswith("{") else record
-        except ValueError:
-            continue
-        if isinstance(event, dict) and event.get("event") == name:
+        if line.startswith("{"):  # coglet's record around the worker's line
+            try:
+                line = json.loads(line).get("fields", {}).get("message", "")
+            except (ValueError, AttributeError):
+                continue
+        event = parse_event(line)
+        if event is not None and event.get("event") == name:
             found.append(event)
     return found
 

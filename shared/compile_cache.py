@@ -123,9 +123,9 @@ def stats() -> dict:
     the setup log."""
     from torch._dynamo.utils import compile_times, counters
 
-    found = {f"inductor.{k}": v for k, v in counters["inductor"].items()
+    found = {f"inductor_{k}": v for k, v in counters["inductor"].items()
              if k.startswith("fxgraph_cache") or k == "coordesc_tuning_bench"}  # kernels tuned in this process
-    found |= {f"aot.{k}": v for k, v in counters["aot_autograd"].items() if k.startswith("autograd_cache")}
+    found |= {f"aot_{k}": v for k, v in counters["aot_autograd"].items() if k.startswith("autograd_cache")}
     names, values = compile_times(repr="csv", aggregate=True)
     found["seconds"] = {_TIMED[n]: round(float(v), 1) for n, v in zip(names, values, strict=True) if n in _TIMED}
     return found

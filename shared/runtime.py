@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from structlog.processors import LogfmtRenderer
 
 _log = logging.getLogger("cogdeploy")
 if not _log.handlers:
@@ -23,6 +24,9 @@ if not _log.handlers:
     _log.addHandler(_h)
     _log.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
     _log.propagate = False
+
+# Values with spaces, quotes or "=" are double-quoted with backslash escapes; True/False print as true/false.
+_LOGFMT = LogfmtRenderer(key_order=["event"], bool_as_flag=False)
 
 SEED_MAX = 2**32 - 1
 
@@ -45,10 +49,30 @@ def make_room(folder: Path, keep: int, pattern: str = "*") -> str:
     return f"{time.time_ns():020d}-"
 
 
+def _flat(fields: dict, prefix: str = "") -> dict:
+    """Nested dicts as dotted keys (`phases.load=3.41`), lists as compact JSON; keys keep to word characters
+    (a dot inside a key would read back as nesting)."""
+    out = {}
+    for key, value in fields.items():
+        name = prefix + "".join(c if c.isalnum() or c in "_-" else "_" for c in str(key))
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, name + "."))
+        elif isinstance(value, (dict, list, tuple)):
+            out[name] = json.dumps(value, default=str, separators=(",", ":"))
+        else:
+            out[name] = value
+    return out
+
+
 def log_event(event: str, **fields) -> dict:
-    """One JSON line per event (model load, prediction start/end), so logs can be parsed and compared."""
+    """One logfmt line per event (model load, prediction start/end): `event=predict.end seconds=1.2 ...`.
+
+    Cog's server (coglet) wraps every line the worker writes in its own JSON record; a JSON line arrived
+    there as one escaped string inside another. A logfmt line stays readable there, in a prediction's
+    `logs` and in a terminal, and still parses back (shared/cogserver.py `log_events`). Rendered by
+    structlog's LogfmtRenderer (structlog comes with Cog)."""
     record = {"event": event, **fields}
-    _log.info(json.dumps(record, default=str, sort_keys=False))
+    _log.info(_LOGFMT(None, "info", _flat(record)))
     return record
 
 

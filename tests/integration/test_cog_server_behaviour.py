@@ -7,6 +7,7 @@ import json
 
 import requests
 
+from shared.cogserver import log_events
 from tests.integration.conftest import ok, rejected
 
 NAME = "smollm3-3b"
@@ -23,7 +24,7 @@ def test_null_for_an_optional_input_is_refused_and_leaving_it_out_is_the_default
 def test_an_input_the_schema_does_not_name_is_ignored(server):
     s = server(NAME)
     body = ok(s.predict({"prompt": "hi", "max_new_token": 3}))  # a typo of max_new_tokens
-    [start] = [json.loads(line) for line in body["logs"].splitlines() if '"predict.start"' in line]
+    [start] = log_events(body["logs"], "predict.start")
     assert start["max_new_tokens"] == 512  # the schema's default: the typo was dropped, not refused
 
 

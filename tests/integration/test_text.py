@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from shared.cogserver import log_events
 from tests.integration.conftest import failed, ok, rejected
 
 pytestmark = pytest.mark.integration
@@ -44,7 +45,7 @@ def test_streaming_sends_the_same_text_as_it_is_generated(server, example_image,
 def test_metrics_have_the_names_replicate_language_models_report(server, example_image, name):
     body = ok(server(name).predict(request(name, example_image)))
     m = body["metrics"]
-    [start] = [json.loads(line) for line in body["logs"].splitlines() if '"predict.start"' in line]
+    [start] = log_events(body["logs"], "predict.start")
     assert m["input_token_count"] == start["prompt_tokens"] > 0  # the prompt as the model read it, template included
     assert 0 < m["output_token_count"] <= 16
     assert 0 < m["time_to_first_token"] <= m["predict_time"]
@@ -74,7 +75,8 @@ def test_a_think_flag_in_the_system_prompt_must_agree_with_the_mode(server, exam
 def test_think_and_no_think_use_different_prompts(server, example_image):
     think = ok(server(SMOL).predict(request(SMOL, example_image, mode="think")))
     no_think = ok(server(SMOL).predict(request(SMOL, example_image, mode="no_think")))
-    assert '"enable_thinking": true' in think["logs"] and '"enable_thinking": false' in no_think["logs"]
+    assert log_events(think["logs"], "predict.start")[0]["enable_thinking"] is True
+    assert log_events(no_think["logs"], "predict.start")[0]["enable_thinking"] is False
     assert "".join(think["output"]) != "".join(no_think["output"])
 
 
