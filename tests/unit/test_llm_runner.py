@@ -145,3 +145,20 @@ def test_requests_take_the_smallest_warm_cache_and_only_a_longer_one_grows_it(mo
     engine.caches[:1] = []
     assert _text(runner, max_new_tokens=20)
     assert engine.caches[-1].get_max_length() > 20
+
+
+@pytest.mark.parametrize("name", ["smollm3-3b", "gemma3-4b-it"])
+def test_grouped_attention_is_an_option_of_every_text_deployment_with_the_same_text(monkeypatch, name):
+    extra = {"images": [_image()]} if name == "gemma3-4b-it" else {}
+
+    def run(opt):
+        monkeypatch.setenv("OPTIMIZE", opt)
+        runner = load_runner(name)
+        runner.setup()
+        return runner, _text(runner, messages=_messages(name), temperature=0.8, **extra)
+
+    grouped_runner, grouped = run("attention=grouped")
+    assert grouped_runner.path.endswith("+grouped_decode") and grouped_runner.options["attention"] == "grouped"
+    plain_runner, plain = run("attention=sdpa")
+    assert "grouped" not in plain_runner.path
+    assert grouped and grouped == plain
