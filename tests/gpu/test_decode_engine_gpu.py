@@ -86,3 +86,35 @@ def test_batched_compiled_step_gives_each_request_its_single_stream_tokens():
     for tokens, done, n, sampling in results:
         assert done.wait(120)
         assert tokens == _tokens(eager, inputs, n, sampling), sampling
+
+
+def test_grouped_decode_attention_compiled_with_cuda_graphs_gives_the_sdpa_tokens():
+    """OPTIMIZE=attention=grouped under Inductor + CUDA graphs, on the engine and in the rows (on the
+    decoder's own thread), against the eager SDPA engine."""
+    import copy
+    import threading
+
+    from shared.batch_decode import BatchedDecoder, Request
+    from shared.decode_attention import use_grouped_decode_attention
+
+    torch._dynamo.reset()
+    model, inputs = _model()
+    grouped = copy.deepcopy(model)
+    use_grouped_decode_attention(grouped)
+    eager = DecodeEngine(model, [256])
+    graphs = {"backend": "inductor", "mode": "reduce-overhead"}
+    compiled = DecodeEngine(grouped, [256], compile_step=graphs)
+    decoder = BatchedDecoder(grouped, rows=3, row_tokens=256, single=compiled, compile_step=graphs)
+    decoder.call(lambda: compiled.warm_up(inputs))
+    decoder.warm_up(inputs)
+    for sampling in SETTINGS:
+        assert decoder.call(lambda s=sampling: _tokens(compiled, inputs, 30, s)) == _tokens(eager, inputs, 30, sampling)
+    results = []
+    for i, sampling in enumerate(SETTINGS):
+        tokens, done = [], threading.Event()
+        decoder.submit(Request(inputs, 20 + i, sampling, (),
+                               lambda t, e, out=tokens, d=done: out.extend(t) if t is not None else d.set()))
+        results.append((tokens, done, 20 + i, sampling))
+    for tokens, done, n, sampling in results:
+        assert done.wait(120)
+        assert tokens == _tokens(eager, inputs, n, sampling), sampling
