@@ -17,8 +17,8 @@ from .builders.loras import STANDIN_VERSION, write_random_lora
 from .graphed_step import GraphedForward
 from .images import png_text, save
 from .lora_router import LoraTriggerRouter, load_normalized
-from .runtime import (InputError, Phases, cache_dir, explain_oom, log_event, peak_memory_gb, resolve_seed, select_device,
-                      seed_everything)
+from .runtime import (InputError, Phases, cache_dir, explain_oom, log_event, peak_memory_gb, resolve_seed, return_freed_memory,
+                      seed_everything, select_device)
 
 # Sizes: FLUX packs 2x2 latent patches over an 8x VAE, so sides must be multiples of 16.
 SIZE_MULTIPLE = 16
@@ -259,6 +259,8 @@ class FluxLoraRunner(BaseRunner):
         for key, value in {"image_count": 1, "seed": seed, "width": image.width, "height": image.height,
                            "lora": route.label, **report}.items():
             self.record_metric(key, value)
+        size = f"{image.width}x{image.height}"
+        del image, call  # the output and the decoded input, before the heap is trimmed
         log_event("predict.end", deployment=self.dep.name, seconds=seconds, hot_swapped=swapped, output=str(path),
-                  bytes=path.stat().st_size, size=f"{image.width}x{image.height}", peak_gpu_gb=peak_memory_gb())
+                  bytes=path.stat().st_size, size=size, peak_gpu_gb=peak_memory_gb(), memory_returned=return_freed_memory())
         return path
