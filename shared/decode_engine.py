@@ -175,7 +175,7 @@ class DecodeEngine:
                                         stream.top_p)
             # Graph outputs are overwritten by the next replay: keep copies.
             stream.token, stream.position = token.clone(), position.clone()
-            stream.out[i] = token[0, 0]
+            stream.out[i] = stream.token[0, 0]
         return stream.out[:n].tolist()
 
     @torch.inference_mode()
