@@ -113,11 +113,17 @@ def decode_step_compile() -> dict:
     return {"backend": backend, "mode": mode}
 
 
-def load_with_unsloth(dep, source, *, device: str, dtype: torch.dtype, max_seq_length: int):
-    """Unsloth's FastLanguageModel on GPU; plain transformers on CPU. Returns (model, tokenizer, path)."""
+def load_with_unsloth(dep, source, *, device: str, dtype: torch.dtype, max_seq_length: int, four_bit: bool = False):
+    """Unsloth's FastLanguageModel on GPU; plain transformers on CPU. Returns (model, tokenizer, path).
+
+    `four_bit`: Unsloth's 4-bit load (bitsandbytes NF4) on GPU; on CPU, where bitsandbytes does not run,
+    HQQ 4-bit weights through hqq (the same layers, another 4-bit format: the path says which)."""
     if device == "cpu":
         model, tok = text_builder.load_causal_lm(dep, source, device=device, dtype=dtype)
         log_event("backend", path="transformers", reason="Unsloth needs a GPU")
+        if four_bit:
+            model, how = hqq_quantize(model, via="hqq", device=device, dtype=dtype)
+            return model, tok, f"transformers (CPU)+{how}"
         return model, tok, "transformers (CPU)"
     quiet_libraries()
     unsloth = require("unsloth", install="unsloth==2026.10.9", purpose="Unsloth inference")
@@ -131,10 +137,10 @@ def load_with_unsloth(dep, source, *, device: str, dtype: torch.dtype, max_seq_l
     else:
         kwargs.update(revision=source.checkpoint.revision, token=source.from_pretrained_kwargs["token"])
     model, tok = unsloth.FastLanguageModel.from_pretrained(
-        model_name=location, max_seq_length=max_seq_length, dtype=dtype, load_in_4bit=False, **kwargs)
+        model_name=location, max_seq_length=max_seq_length, dtype=dtype, load_in_4bit=four_bit, **kwargs)
     unsloth.FastLanguageModel.for_inference(model)
-    log_event("backend", path="unsloth", version=getattr(unsloth, "__version__", "?"))
-    return model, tok, "unsloth"
+    log_event("backend", path="unsloth", version=getattr(unsloth, "__version__", "?"), four_bit=four_bit)
+    return model, tok, "unsloth-bnb4" if four_bit else "unsloth"
 
 
 def materialize_random(dep, source, *, device: str, dtype: torch.dtype):

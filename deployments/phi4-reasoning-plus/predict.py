@@ -1,7 +1,8 @@
 """Phi-4-reasoning-plus served through Unsloth.
 
 Loads the catalog's Phi-4-reasoning-plus checkpoint (bf16) with Unsloth's FastLanguageModel and its inference mode
-on GPU; on CPU (tiny weights) the same model class runs through plain transformers. Prompts use the
+on GPU; on CPU (tiny weights) the same model class runs through plain transformers. Opt-in: 4-bit weights
+(`OPTIMIZE=quantize=4bit`, Unsloth's NF4 load) and a compiled decode step (`compile=on`). Prompts use the
 checkpoint's own chat template (Phi's reasoning system prompt).
 """
 
@@ -12,16 +13,28 @@ from cog import AsyncConcatenateIterator, Input
 
 from shared import llm_backends
 from shared.llm import TextGenerationRunner
+from shared.options import Option
 
 MAX_SEQ_LENGTH = 32768
 
 
 class Runner(TextGenerationRunner):
     deployment = "phi4-reasoning-plus"
+    OPTIONS = {
+        # Both opt-in until measured on a GPU: Unsloth's patched forward under torch.compile is untried there.
+        "quantize": Option("none", "none", ("none", "4bit"),
+                           "4-bit weights: Unsloth's bitsandbytes NF4 load on GPU (HQQ 4-bit on CPU)"),
+        "compile": Option("off", "off", ("on", "off"), "compiled one-token decode step (CUDA graphs on GPU)"),
+    }
 
     def load_model(self):
-        return llm_backends.load_with_unsloth(self.dep, self.source, device=self.hw.device, dtype=self.hw.dtype,
-                                              max_seq_length=MAX_SEQ_LENGTH)
+        model, tokenizer, path = llm_backends.load_with_unsloth(
+            self.dep, self.source, device=self.hw.device, dtype=self.hw.dtype, max_seq_length=MAX_SEQ_LENGTH,
+            four_bit=self.options["quantize"] == "4bit")
+        if self.options["compile"] == "on":
+            self.decode_compile = llm_backends.decode_step_compile()
+            path += "+compiled-decode"
+        return model, tokenizer, path
 
     # Inputs are written out literally: `cog build` reads them from this file's source and resolves nothing
     # imported. tests/unit/test_inputs_contract.py holds them to shared/inputs.py.

@@ -23,7 +23,8 @@ def _text(runner, **kw):
     return "".join(collect(runner.stream(**args)))
 
 
-@pytest.mark.parametrize("name,option", [("smollm3-3b", "compile=on"), ("gemma3-4b-it", "compile=decode")])
+@pytest.mark.parametrize("name,option", [("smollm3-3b", "compile=on"), ("gemma3-4b-it", "compile=decode"),
+                                         ("phi4-reasoning-plus", "compile=on")])
 def test_compiled_decode_step_gives_the_same_greedy_text_as_the_eager_one(monkeypatch, name, option):
     def run(opt):
         monkeypatch.setenv("OPTIMIZE", opt)
@@ -162,3 +163,13 @@ def test_grouped_attention_is_an_option_of_every_text_deployment_with_the_same_t
     plain_runner, plain = run("attention=sdpa")
     assert "grouped" not in plain_runner.path
     assert grouped and grouped == plain
+
+
+def test_phi4_has_a_4bit_mode_its_path_names(monkeypatch):
+    """OPTIMIZE=quantize=4bit: Unsloth's NF4 load on a GPU; on CPU, where bitsandbytes does not run, HQQ 4-bit."""
+    monkeypatch.setenv("OPTIMIZE", "quantize=4bit,compile=on")
+    runner = load_runner("phi4-reasoning-plus")
+    runner.setup()
+    assert runner.path == "transformers (CPU)+hqq4+compiled-decode" and runner.engine.compiled
+    assert sum(type(m).__name__ == "HQQLinear" for m in runner.model.modules()) > 0
+    assert _text(runner, messages=_messages("phi4-reasoning-plus"))
