@@ -41,3 +41,22 @@ def rejected(response, field: str) -> str:
     detail = response.json()["detail"]
     assert any(d["loc"][-1] == field for d in detail), detail
     return " ".join(d["msg"] for d in detail)
+
+
+def huge_png_uri(folder) -> str:
+    """A 12000x12000 RGB PNG of a few hundred KB (thin stripes), as a data URI: the hostile input that once
+    grew a worker by gigabytes."""
+    import numpy as np
+
+    stripes = np.zeros((12000, 12000, 3), np.uint8)
+    stripes[::7, ::5] = 200
+    path = folder / "huge.png"
+    Image.fromarray(stripes).save(path, optimize=True)
+    return to_data_uri(path)
+
+
+def worker_rss_mb(server) -> float:
+    """Resident memory of a Cog server's worker processes (where the model runs), in MB."""
+    import psutil
+
+    return sum(p.memory_info().rss for p in psutil.Process(server.proc.pid).children(recursive=True)) / 2**20

@@ -5,7 +5,7 @@ import pytest
 
 from shared.catalog import EXAMPLES
 from shared.cogserver import to_data_uri
-from tests.integration.conftest import decode_image, failed, ok, raw_bytes, rejected
+from tests.integration.conftest import decode_image, failed, huge_png_uri, ok, raw_bytes, rejected, worker_rss_mb
 
 pytestmark = pytest.mark.integration
 
@@ -184,30 +184,16 @@ def test_a_path_on_the_server_is_never_read_as_the_image(server, name):
     assert ok(server(name).predict({**base, "image": to_data_uri(example)}))
 
 
-def _worker_rss_mb(s) -> float:
-    """Resident memory of the Cog server's worker processes (where the model runs)."""
-    import psutil
-
-    return sum(p.memory_info().rss for p in psutil.Process(s.proc.pid).children(recursive=True)) / 2**20
-
-
 def test_huge_input_images_leave_no_memory_behind(server, example_image, tmp_path):
     """A 12000x12000 PNG (a few hundred KB) once grew the worker from 1.05 to 4.6 GB and kept it. Images are
     decoded at most 4096 px a side; after three of them the worker is back near where it was."""
-    from PIL import Image
-
-    stripes = np.zeros((12000, 12000, 3), np.uint8)
-    stripes[::7, ::5] = 200
-    path = tmp_path / "huge.png"
-    Image.fromarray(stripes).save(path, optimize=True)
-    del stripes
-    huge = to_data_uri(path)
+    huge = huge_png_uri(tmp_path)
     s = server(I2I)
     common = {"prompt": "a village", "num_inference_steps": 2, "seed": 1}
     ok(s.predict({**common, "image": example_image}))
-    before = _worker_rss_mb(s)
+    before = worker_rss_mb(s)
     for _ in range(3):
         body = ok(s.predict({**common, "image": huge}))
         assert body["metrics"]["input_size"] == "4096x4096"  # reduced as it was decoded
-    grown = _worker_rss_mb(s) - before
+    grown = worker_rss_mb(s) - before
     assert grown < 400, f"the worker kept {grown:.0f} MB after three 12000x12000 inputs"

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from shared.cogserver import log_events
-from tests.integration.conftest import failed, ok, rejected
+from tests.integration.conftest import failed, huge_png_uri, ok, rejected, worker_rss_mb
 
 pytestmark = pytest.mark.integration
 
@@ -135,3 +135,16 @@ def test_simultaneous_requests_are_all_served_each_with_its_own_text(server, exa
     assert [a.status_code for a in answers] == [200] * len(bodies)
     together = ["".join(ok(a)["output"]) for a in answers]
     assert together == alone and len(set(alone)) == len(alone)
+
+
+def test_huge_input_images_leave_no_memory_behind(server, example_image, tmp_path):
+    """Gemma's image input: after three 12000x12000 PNGs (decoded at most 4096 px a side) the worker is back
+    near where it was."""
+    s = server(GEMMA)
+    ok(s.predict(request(GEMMA, example_image)))
+    before = worker_rss_mb(s)
+    huge = huge_png_uri(tmp_path)
+    for _ in range(3):
+        ok(s.predict(request(GEMMA, huge)))
+    grown = worker_rss_mb(s) - before
+    assert grown < 400, f"the worker kept {grown:.0f} MB after three 12000x12000 inputs"
