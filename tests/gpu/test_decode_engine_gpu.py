@@ -66,9 +66,7 @@ def test_hqq_int4_kernels_run_inside_the_captured_step(monkeypatch):
 def test_batched_compiled_step_gives_each_request_its_single_stream_tokens():
     """The batched decoder's step compiled with CUDA graphs (every row, per-row positions and seeds):
     five requests over three rows get the eager single-stream engine's tokens."""
-    import threading
-
-    from shared.batch_decode import BatchedDecoder, Request
+    from shared.batch_decode import BatchedDecoder
 
     torch._dynamo.reset()
     model, inputs = _model()
@@ -77,8 +75,17 @@ def test_batched_compiled_step_gives_each_request_its_single_stream_tokens():
     decoder = BatchedDecoder(model, rows=3, row_tokens=256, single=compiled,
                              compile_step={"backend": "inductor", "mode": "reduce-overhead"})
     decoder.warm_up(inputs)
+    _each_gets_the_eager_tokens(decoder, eager, inputs, SETTINGS + SETTINGS[1:])
+
+
+def _each_gets_the_eager_tokens(decoder, eager, inputs, settings):
+    """Submit one request per setting at once (20, 21, ... tokens); each must get the eager engine's tokens."""
+    import threading
+
+    from shared.batch_decode import Request
+
     results = []
-    for i, sampling in enumerate(SETTINGS + SETTINGS[1:]):
+    for i, sampling in enumerate(settings):
         tokens, done = [], threading.Event()
         decoder.submit(Request(inputs, 20 + i, sampling, (),
                                lambda t, e, out=tokens, d=done: out.extend(t) if t is not None else d.set()))
@@ -92,9 +99,8 @@ def test_grouped_decode_attention_compiled_with_cuda_graphs_gives_the_sdpa_token
     """OPTIMIZE=attention=grouped under Inductor + CUDA graphs, on the engine and in the rows (on the
     decoder's own thread), against the eager SDPA engine."""
     import copy
-    import threading
 
-    from shared.batch_decode import BatchedDecoder, Request
+    from shared.batch_decode import BatchedDecoder
     from shared.decode_attention import use_grouped_decode_attention
 
     torch._dynamo.reset()
@@ -109,12 +115,4 @@ def test_grouped_decode_attention_compiled_with_cuda_graphs_gives_the_sdpa_token
     decoder.warm_up(inputs)
     for sampling in SETTINGS:
         assert decoder.call(lambda s=sampling: _tokens(compiled, inputs, 30, s)) == _tokens(eager, inputs, 30, sampling)
-    results = []
-    for i, sampling in enumerate(SETTINGS):
-        tokens, done = [], threading.Event()
-        decoder.submit(Request(inputs, 20 + i, sampling, (),
-                               lambda t, e, out=tokens, d=done: out.extend(t) if t is not None else d.set()))
-        results.append((tokens, done, 20 + i, sampling))
-    for tokens, done, n, sampling in results:
-        assert done.wait(120)
-        assert tokens == _tokens(eager, inputs, n, sampling), sampling
+    _each_gets_the_eager_tokens(decoder, eager, inputs, SETTINGS)
