@@ -209,36 +209,26 @@ class BatchedDecoder:
                     request.future.set_exception(e)
             elif request.cancelled.is_set():
                 request.send(None, None)
-            elif long_alone:  # alone, on the single-stream engine
-                self._run_alone(request)
+            elif long_alone:  # alone, on the single-stream engine, to its end: no row can hold it
+                self._run_on_engine(request, may_join=False)
             elif self.solo and not busy and not self.waiting:
-                self._run_solo(request)
+                self._run_on_engine(request, may_join=True)
             else:
                 try:
                     self._prefill(request, self.slots.index(None))
                 except BaseException as e:
                     request.send(None, e)
 
-    def _run_alone(self, request: Request):
-        try:
-            for chunk in self.single.generate(request.inputs, max_new_tokens=request.max_new_tokens,
-                                              sampling=request.sampling, stop_ids=request.stop_ids,
-                                              cancelled=request.cancelled.is_set):
-                request.send(chunk, None)
-            request.send(None, None)
-        except BaseException as e:
-            request.send(None, e)
-
-    def _run_solo(self, request: Request):
-        """Decode the only request in flight on the engine, a chunk at a time, until it ends or another
-        request arrives; then its KV moves into row 0 and it goes on with the others."""
+    def _run_on_engine(self, request: Request, *, may_join: bool):
+        """Decode a request alone on the engine, a chunk at a time, until it ends; or, `may_join`, until another
+        request arrives: then its KV moves into row 0 and it goes on with the others."""
         engine = self.single
         try:
             stream, first = engine.start(request.inputs, request.sampling, engine.cache_for(request.tokens))
             if self._hand_out(request, [first]):
                 return
             while not self._hand_out(request, engine.advance(stream, min(self.chunk, request.max_new_tokens - request.done))):
-                if self._joining():
+                if may_join and self._joining():
                     self._move_into_row(request, stream, 0)
                     return
         except BaseException as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import json
 import logging
@@ -80,14 +81,20 @@ def return_freed_memory() -> bool:
     """Give the heap's freed pages back to the OS (glibc `malloc_trim`). glibc keeps freed blocks of a big
     request (a 12000x12000 input image, activations at 1440 px) in its arenas: a worker kept 2 GB after
     three such requests (tests/integration/test_flux.py). False where libc has no malloc_trim (not glibc)."""
+    trim = _malloc_trim()
+    return bool(trim(0)) if trim else False
+
+
+@functools.cache
+def _malloc_trim():
+    """libc's malloc_trim, looked up once (find_library runs `ldconfig -p`: not once per prediction)."""
     import ctypes
     import ctypes.util
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.malloc_trim(0))
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
     except (OSError, AttributeError):
-        return False
+        return None
 
 
 class Phases:

@@ -130,11 +130,11 @@ def test_the_compiled_batched_step_matches_and_compiles_once():
     inputs = _inputs("smollm3-3b", tok)
     single = DecodeEngine(model, [256])
     decoder = BatchedDecoder(model, rows=3, row_tokens=256, single=single, compile_step={"backend": "eager"})
-    alone, submit, run_solo = [], decoder.submit, decoder._run_solo
-    decoder._run_solo = lambda request: alone.append(request) or run_solo(request)
+    alone, submit, on_engine = [], decoder.submit, decoder._run_on_engine
+    decoder._run_on_engine = lambda request, **kw: alone.append(request) or on_engine(request, **kw)
     decoder.submit = lambda request: submit(request) or time.sleep(0.05)  # each warm-up request finds the rows idle
     decoder.warm_up(inputs)
-    decoder.submit, decoder._run_solo = submit, run_solo
+    decoder.submit, decoder._run_on_engine = submit, on_engine
     assert not alone, "warm-up requests ran alone on the engine: the batched step would compile in a user's request"
     graphs = counters["stats"]["unique_graphs"]
     pending = [_submit(decoder, inputs, 12 + i, s)[0] for i, s in enumerate(SETTINGS)]
