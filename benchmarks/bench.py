@@ -460,7 +460,9 @@ def main() -> int:
     ts.add_argument("--baseline-from", help="take the HF generate baseline from this earlier result file")
     tp = sub.add_parser("text-profile")
     tp.add_argument("deployment")
-    tp.add_argument("--kernels", default="torchao_int4,gemlite,bf16", help="hqq backends (or bf16), in order")
+    tp.add_argument("--kernels", default="torchao_int4,gemlite,bf16",
+                    help="hqq backends (or bf16), in order; KERNEL+grouped for attention=grouped")
+    tp.add_argument("--single-only", action="store_true", help="skip the batched decoder (its compile, its figures)")
     tp.add_argument("--repeats", type=int, default=5)
     tp.add_argument("--budget-s", type=float, default=330, help="start no kernel after this many seconds")
     c = sub.add_parser("canary")
@@ -516,7 +518,8 @@ def main() -> int:
         print(f"-> {path}")
         return 0
     elif args.what == "text-profile":
-        path = write(f"text-profile-{args.deployment}", variant, result)
+        kernels = args.kernels.replace(",", "-").replace("+", "_") + ("-single" if args.single_only else "")
+        path = write(f"text-profile-{args.deployment}", kernels if variant == "default" else variant, result)
         for name, row in result["variants"].items():
             print(name, row.get("error") or row.get("skipped") or
                   {k: v for k, v in row.items() if not k.startswith("profile")})

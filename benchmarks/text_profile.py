@@ -1,6 +1,7 @@
 """Where a decode step's time goes, per int4 kernel, in this process (no server).
 
     python benchmarks/bench.py text-profile smollm3-3b --kernels torchao_int4,gemlite,bf16
+    python benchmarks/bench.py text-profile smollm3-3b --kernels torchao_int4,torchao_int4+grouped --single-only
 
 For each kernel (hqq's torchao_int4 = torch's tinygemm, hqq's gemlite = Triton GEMV/GEMM, bf16 = no
 quantization) on the same synthetic full-size model, with the engine and batched decoder the server
@@ -11,6 +12,8 @@ builds (one 2,048-token cache, 8 rows, the same compile settings):
   before) and chunk 8, and as served (alone, it decodes on the engine's step);
 - the batched decoder with 8 requests of 256 tokens: the aggregate;
 - a profile of 32 single-stream and 32 batched steps: GPU time per kernel, per step.
+A variant "KERNEL+grouped" decodes with `attention=grouped` (shared/decode_attention.py) instead of SDPA.
+--single-only skips the batched decoder (its compile is the longer one): prefill, single stream, profile.
 Variants run in the order given until --budget-s is spent; each one's figures are written as it ends.
 """
 
@@ -72,14 +75,16 @@ def _kernel_table(prof, steps: int, top: int = 25) -> list[dict]:
     return rows[:top]
 
 
-def profile_variant(dep, kernel: str, args) -> dict:
+def profile_variant(dep, variant: str, args) -> dict:
     from shared import compile as selective_compile
     from shared import llm_backends
     from shared.batch_decode import BatchedDecoder
     from shared.builders.text import build_random_causal_lm
+    from shared.decode_attention import use_grouped_decode_attention
     from shared.decode_engine import DecodeEngine, Sampling
 
-    row: dict = {"kernel": kernel}
+    kernel, _, attention = variant.partition("+")
+    row: dict = {"kernel": kernel, "attention": attention or "sdpa"}
     started = time.perf_counter()
     torch._dynamo.reset()
     model, tok = build_random_causal_lm(dep, tiny=False, device="cuda", dtype=torch.bfloat16)
@@ -88,6 +93,10 @@ def profile_variant(dep, kernel: str, args) -> dict:
     row["roofline_tok_s"] = round(tbs * 1e12 / weights, 1)
     if kernel != "bf16":
         model, row["path"] = llm_backends.hqq_quantize(model, via="hqq", device="cuda", dtype=torch.bfloat16, kernel=kernel)
+    if attention == "grouped":
+        use_grouped_decode_attention(model)
+    elif attention:
+        raise ValueError(f"unknown attention {attention!r} in variant {variant!r}")
     selective_compile.tune_kernels(kernel != "bf16")  # as the deployment sets it
     row["load_s"] = round(time.perf_counter() - started, 1)
     compile_step = llm_backends.decode_step_compile()
@@ -97,9 +106,10 @@ def profile_variant(dep, kernel: str, args) -> dict:
     started = time.perf_counter()
     batch.call(lambda: single.warm_up(warm))
     row["compile_single_s"] = round(time.perf_counter() - started, 1)
-    started = time.perf_counter()
-    batch.warm_up(warm)
-    row["compile_batched_s"] = round(time.perf_counter() - started, 1)
+    if not args.single_only:
+        started = time.perf_counter()
+        batch.warm_up(warm)
+        row["compile_batched_s"] = round(time.perf_counter() - started, 1)
     row["memory_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
 
     long_ids = tok(LONG_PROMPT, return_tensors="pt")["input_ids"][:, :512].cuda()  # the issue's 512-token prompt
@@ -112,7 +122,7 @@ def profile_variant(dep, kernel: str, args) -> dict:
 
     times = [batch.call(lambda: _sync_time(prefill)) for _ in range(args.repeats + 1)][1:]
     row["prefill"] = {"prompt_tokens": int(long_ids.shape[1]), "median_ms": round(1e3 * statistics.median(times), 1)}
-    print(kernel, "prefill", row["prefill"], flush=True)
+    print(variant, "prefill", row["prefill"], flush=True)
 
     prompt = {"input_ids": tok("Tell me a long story about a lighthouse keeper.", return_tensors="pt")["input_ids"].cuda()}
 
@@ -128,17 +138,19 @@ def profile_variant(dep, kernel: str, args) -> dict:
     runs = [batch.call(single_stream) for _ in range(args.repeats)]
     row["single_512"] = {"decode_tok_s": round(statistics.median(r[0] for r in runs), 1),
                          "ttft_ms": round(1e3 * statistics.median(r[1] for r in runs), 1)}
-    print(kernel, "single", row["single_512"], flush=True)
-    for solo, chunk in ((False, 1), (False, 8), (True, 8)):  # one request in the rows' step, then on the engine
-        batch.solo = solo
-        runs = [_batched(batch, prompt, 512, [i], chunk) for i in range(args.repeats)]
-        name = "served_1x512_solo" if solo else f"batched_1x512_chunk{chunk}"
-        row[name] = {"tok_s": round(statistics.median(t / w for w, t, _ in runs), 1)}
-        print(kernel, name, row[name], flush=True)
-    runs = [_batched(batch, prompt, 256, list(range(8)), 8) for _ in range(args.repeats)]
-    row["batched_8x256_chunk8"] = {"aggregate_tok_s": round(statistics.median(t / w for w, t, _ in runs), 1),
-                                   "median_ttft_ms": round(1e3 * statistics.median(statistics.median(f) for _, _, f in runs), 1)}
-    print(kernel, "batched 8", row["batched_8x256_chunk8"], flush=True)
+    print(variant, "single", row["single_512"], flush=True)
+    if not args.single_only:
+        for solo, chunk in ((False, 1), (False, 8), (True, 8)):  # one request in the rows' step, then on the engine
+            batch.solo = solo
+            runs = [_batched(batch, prompt, 512, [i], chunk) for i in range(args.repeats)]
+            name = "served_1x512_solo" if solo else f"batched_1x512_chunk{chunk}"
+            row[name] = {"tok_s": round(statistics.median(t / w for w, t, _ in runs), 1)}
+            print(variant, name, row[name], flush=True)
+        runs = [_batched(batch, prompt, 256, list(range(8)), 8) for _ in range(args.repeats)]
+        ttft = statistics.median(statistics.median(f) for _, _, f in runs)
+        row["batched_8x256_chunk8"] = {"aggregate_tok_s": round(statistics.median(t / w for w, t, _ in runs), 1),
+                                       "median_ttft_ms": round(1e3 * ttft, 1)}
+        print(variant, "batched 8", row["batched_8x256_chunk8"], flush=True)
 
     from torch.profiler import ProfilerActivity, profile
 
@@ -153,8 +165,9 @@ def profile_variant(dep, kernel: str, args) -> dict:
         prof = profiled(lambda: batch.call(lambda: [None for _ in single.generate(prompt, max_new_tokens=33,
                                                                                  sampling=Sampling(0.7, 0.9, 2))]))
         row["profile_single"] = _kernel_table(prof, 32)
-        prof = profiled(lambda: _batched(batch, prompt, 33, list(range(8)), 8))
-        row["profile_batched8"] = _kernel_table(prof, 32)
+        if not args.single_only:
+            prof = profiled(lambda: _batched(batch, prompt, 33, list(range(8)), 8))
+            row["profile_batched8"] = _kernel_table(prof, 32)
     except Exception as e:
         row["profile_error"] = f"{type(e).__name__}: {e}"[:500]
     return row  # (the decoder's thread keeps this model alive: a few GB per kernel, far below an H200's memory)
@@ -168,17 +181,18 @@ def bench_text_profile(args) -> dict:
     result: dict = {"deployment": dep.name, "repeats": args.repeats,
                     "bandwidth_tb_s": bandwidth(torch.cuda.get_device_name()), "variants": {}}
     started = time.perf_counter()
-    for kernel in args.kernels.split(","):
+    for variant in args.kernels.split(","):
         if time.perf_counter() - started > args.budget_s:
-            result["variants"][kernel] = {"skipped": f"budget of {args.budget_s} s spent"}
+            result["variants"][variant] = {"skipped": f"budget of {args.budget_s} s spent"}
             continue
         try:
-            result["variants"][kernel] = profile_variant(dep, kernel, args)
+            result["variants"][variant] = profile_variant(dep, variant, args)
             torch.cuda.reset_peak_memory_stats()
         except Exception as e:  # recorded, not lost: the next kernel still runs
             import traceback
 
-            result["variants"][kernel] = {"error": f"{type(e).__name__}: {e}"[:2000], "traceback": traceback.format_exc()[-3000:]}
-        print(kernel, json.dumps(result["variants"][kernel])[:3000], flush=True)
+            result["variants"][variant] = {"error": f"{type(e).__name__}: {e}"[:2000],
+                                           "traceback": traceback.format_exc()[-3000:]}
+        print(variant, json.dumps(result["variants"][variant])[:3000], flush=True)
         (work / "text-profile-partial.json").write_text(json.dumps(result, indent=2))
     return result
