@@ -327,7 +327,7 @@ def bench_flux_server(args) -> dict:
                              for t in [*triggers, None, "Anime"]]
                     outputs = [predict(body) for body in swaps]
                     row["swap_ms"] = [e["ms"] for e in log_events("\n".join(logs[-len(swaps):]), "lora.swapped")]
-                    row["distinct_outputs_of_styles_and_none"] = len({o["output"] for o in outputs[:-1]})
+                    row["distinct_outputs_of_styles_and_none"] = len({o["output"][0] for o in outputs[:-1]})
                     row["style_comes_back_identical"] = outputs[-1]["output"] == outputs[triggers.index("Anime")]["output"]
                 row["peak_gpu_gb"] = max((e.get("peak_gpu_gb") or 0 for e in log_events("\n".join(logs), "predict.end")),
                                          default=None)

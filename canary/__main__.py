@@ -61,6 +61,8 @@ def check(argv: list[str]) -> int:
     p.add_argument("--samples", type=int, default=T.DEFAULT_SAMPLES, help="predictions per case per side")
     p.add_argument("--allow-default-changes", action="store_true",
                    help="a changed input default is intended (it changes what clients that omit it get)")
+    p.add_argument("--allow-output-change", action="store_true",
+                   help="a changed output type is intended (clients that read the output must change too)")
     p.add_argument("--dry-run", action="store_true", help="show what would run; send no prediction")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "outputs" / "canary", help="report folder")
     args = p.parse_args(argv)
@@ -82,7 +84,7 @@ def check(argv: list[str]) -> int:
         if (name := serves(target)) and name != deployment:
             raise LookupError(f"{side} {target} serves {name}, not {deployment}: refusing to compare different models")
     outcome = runner.run(deployment, stable, candidate, samples=args.samples,
-                         allow_default_changes=args.allow_default_changes)
+                         allow_default_changes=args.allow_default_changes, allow_output_change=args.allow_output_change)
     md_path, json_path = report.write(outcome, args.out)
     print(report.markdown(outcome))
     print(f"report: {md_path}\n        {json_path}")
@@ -103,6 +105,7 @@ def plan(deployment: str, stable, candidate, args, *, pinned: bool) -> str:
              f"  cases      canary/cases/{deployment}.json v{case_files.version(deployment)}:"]
     lines += [f"    {c.name}: {json.dumps(c.input)} -> {c.expect}" for c in cases]
     lines += ["  checks     schema (default changes " + ("allowed" if args.allow_default_changes else "are regressions")
+              + ", output type changes " + ("allowed" if args.allow_output_change else "are regressions")
               + "), functional, sanity, semantic, latency",
               "  thresholds " + ", ".join(f"{k}={v}" for k, v in report.thresholds().items()),
               f"  would send {len(cases)} case(s) x {args.samples} sample(s) x 2 sides = "

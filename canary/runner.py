@@ -73,7 +73,7 @@ class Outcome:
 
 
 def run(deployment: str, stable, candidate, *, samples: int = T.DEFAULT_SAMPLES,
-        allow_default_changes: bool = False) -> Outcome:
+        allow_default_changes: bool = False, allow_output_change: bool = False) -> Outcome:
     cases = case_files.load(deployment)
     out = Outcome(deployment, str(stable), str(candidate), case_files.version(deployment), samples)
     try:
@@ -81,7 +81,7 @@ def run(deployment: str, stable, candidate, *, samples: int = T.DEFAULT_SAMPLES,
     except TargetError as e:
         out.add(ALL_CASES, "schema", "?", "?", ERROR, str(e))
         return out
-    check_schemas(out, s_schema, c_schema, allow_default_changes)
+    check_schemas(out, s_schema, c_schema, allow_default_changes, allow_output_change)
     for case in cases:
         if problems := case_files.invalid_for(case, s_schema):
             out.add(case.name, "schema", "rejects the case", "-", ERROR,
@@ -125,8 +125,10 @@ def bootstrap(deployment: str, candidate, committed_schema: dict, *, samples: in
     return out
 
 
-def check_schemas(out: Outcome, s_schema: dict, c_schema: dict, allow_default_changes: bool) -> None:
-    findings = schema_compat.compare(s_schema, c_schema, allow_default_changes=allow_default_changes)
+def check_schemas(out: Outcome, s_schema: dict, c_schema: dict, allow_default_changes: bool,
+                  allow_output_change: bool = False) -> None:
+    findings = schema_compat.compare(s_schema, c_schema, allow_default_changes=allow_default_changes,
+                                     allow_output_change=allow_output_change)
     n_s, n_c = (len(s["components"]["schemas"]["Input"]["properties"]) for s in (s_schema, c_schema))
     out.add(ALL_CASES, "schema", f"{n_s} inputs", f"{n_c} inputs", REGRESSION if findings else PASS,
             "; ".join(f"{f.input}: {f.kind} ({f.detail})" for f in findings) or "backward compatible")

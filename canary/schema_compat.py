@@ -3,7 +3,9 @@
 Breaking: an input removed, a range narrowed (minimum raised, maximum lowered), a choice removed,
 an optional input made required, a type changed. A changed default is reported as breaking unless
 the caller allows it (`allow_default_changes`), because clients that omit the input get a new result.
-Adding an optional input, widening a range or adding a choice is compatible.
+Adding an optional input, widening a range or adding a choice is compatible. The output's type
+changing (one file to a list of files, say) breaks every client that reads it: breaking unless the caller
+allows it (`allow_output_change`, for a release that means it and says so to its users).
 """
 
 from __future__ import annotations
@@ -42,7 +44,17 @@ def _type(prop: dict, comps: dict):
     return None, None
 
 
-def compare(stable: dict, candidate: dict, *, allow_default_changes: bool = False) -> list[Finding]:
+def _output(schema: dict) -> dict:
+    """The Output schema without its words (title, description): what a client parses."""
+    def bare(node):
+        if isinstance(node, dict):
+            return {k: bare(v) for k, v in node.items() if k not in ("title", "description")}
+        return [bare(v) for v in node] if isinstance(node, list) else node
+    return bare(schema["components"]["schemas"].get("Output", {}))
+
+
+def compare(stable: dict, candidate: dict, *, allow_default_changes: bool = False,
+            allow_output_change: bool = False) -> list[Finding]:
     """Breaking differences from stable to candidate (empty when compatible)."""
     s_props, s_required, s_comps = _inputs(stable)
     c_props, c_required, c_comps = _inputs(candidate)
@@ -67,4 +79,6 @@ def compare(stable: dict, candidate: dict, *, allow_default_changes: bool = Fals
             findings.append(Finding(name, "default", f"{sp.get('default')!r} -> {cp.get('default')!r}"))
     for name in c_required - set(s_props):
         findings.append(Finding(name, "required", "new required input"))
+    if not allow_output_change and _output(stable) != _output(candidate):
+        findings.append(Finding("(output)", "output", f"{_output(stable)} -> {_output(candidate)}"))
     return findings

@@ -295,19 +295,21 @@ def save_outputs(deployment: str, response: dict, folder: Path = OUTPUTS) -> lis
     stem = time.strftime("%Y%m%d-%H%M%S") + f"-{response.get('id') or 'local'}"[:24]
     written = []
     output = response.get("output")
-    if isinstance(output, str) and output.startswith("data:"):
-        mime, data = from_data_uri(output)
-        ext = mimetypes.guess_extension(mime) or ".bin"
-        path = out / f"{stem}{'.jpg' if ext == '.jpeg' else ext}"
-        path.write_bytes(data)
-        written.append(path)
-    elif isinstance(output, list) and all(isinstance(x, str) for x in output):
+    files = [output] if isinstance(output, str) else output if isinstance(output, list) else []
+    record = dict(response)
+    if files and all(isinstance(x, str) and x.startswith("data:") for x in files):  # files: FLUX's images
+        for i, uri in enumerate(files):
+            mime, data = from_data_uri(uri)
+            ext = mimetypes.guess_extension(mime) or ".bin"
+            path = out / f"{stem}{f'-{i}' if len(files) > 1 else ''}{'.jpg' if ext == '.jpeg' else ext}"
+            path.write_bytes(data)
+            written.append(path)
+        names = [f"(saved to {p.name})" for p in written]
+        record["output"] = names[0] if isinstance(output, str) else names
+    elif isinstance(output, list) and all(isinstance(x, str) for x in output):  # streamed text: its pieces
         path = out / f"{stem}.txt"
         path.write_text("".join(output), encoding="utf-8")
         written.append(path)
-    record = dict(response)
-    if written and isinstance(output, str):
-        record["output"] = f"(saved to {written[0].name})"
     meta = out / f"{stem}.json"
     meta.write_text(json.dumps(record, indent=2, default=str))
     written.append(meta)

@@ -7,6 +7,7 @@ slot, then `optimize()`. run() (in the subclasses): route the trigger word, hot-
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import torch
 from cog import BaseRunner
@@ -17,8 +18,8 @@ from .builders.loras import STANDIN_VERSION, write_random_lora
 from .graphed_step import GraphedForward
 from .images import png_text, save
 from .lora_router import LoraTriggerRouter, load_normalized
-from .runtime import (InputError, Phases, cache_dir, explain_oom, log_event, peak_memory_gb, resolve_seed, return_freed_memory,
-                      seed_everything, select_device)
+from .runtime import (SEED_MAX, InputError, Phases, cache_dir, explain_oom, log_event, peak_memory_gb, resolve_seed,
+                      return_freed_memory, seed_everything, select_device)
 
 # Sizes: FLUX packs 2x2 latent patches over an 8x VAE, so sides must be multiples of 16.
 SIZE_MULTIPLE = 16
@@ -26,6 +27,7 @@ MIN_SIDE, MAX_SIDE = 256, 1440
 # Sizes made once in setup: the inputs' default and FLUX's one-megapixel square (aspect_ratio 1:1). Each gets
 # its CUDA graph there (0.3-0.5 s each), not in a user's request; other sizes capture theirs on first use.
 WARMUP_SIZES = ((768, 768), (1024, 1024))
+MAX_OUTPUTS = 4  # images per request (num_outputs); shared/images.py keeps at least this many on disk
 MAX_CHARS_PER_TOKEN = 32  # longer than any piece of T5's sentencepiece vocabulary
 
 OPTIONS = {
@@ -240,27 +242,36 @@ class FluxLoraRunner(BaseRunner):
 
     def run_and_save(self, *, prompt: str, trigger_word: str | None, seed: int | None, steps: int,
                      guidance: float, output_format: str, output_quality: int, call: dict, report: dict,
-                     lora_weights: str | None = None, lora_scale: float = 1.0):
-        """Route, generate, save and report: the body both FLUX deployments share."""
+                     lora_weights: str | None = None, lora_scale: float = 1.0, num_outputs: int = 1) -> list[Path]:
+        """Route, generate, save and report: the body both FLUX deployments share.
+
+        `num_outputs` images are made one after another, image i with seed + i: each is the image a request
+        with that seed alone gives (byte for byte), through the step already compiled and graphed for its size.
+        A batch of them would add shapes (a graph and its memory per batch size) and change the numerics with
+        the batch, for little speed: at FLUX's sizes a single image already fills the GPU's matmuls."""
         started = time.perf_counter()
         route = self.route(trigger_word, lora_weights)
         prompt = route.apply_to(prompt)  # the trigger's template around the user's text: what the model reads
         self.check_prompt_length(prompt)
-        steps = int(steps)  # the server passes an integral float (2.0) through as it came: diffusers wants an int
+        steps, num_outputs = int(steps), int(num_outputs)  # the server passes integral floats (2.0) as they came
         seed = resolve_seed(seed)
+        seeds = [(seed + i) % (SEED_MAX + 1) for i in range(num_outputs)]
         log_event("predict.start", deployment=self.dep.name, trigger=route.trigger, adapter=route.adapter,
-                  lora_scale=lora_scale, seed=seed, steps=steps, **report)
-        image, swapped = self.generate_image({"prompt": prompt, **call}, steps=steps,
-                                             guidance=guidance, seed=seed, route=route, lora_scale=lora_scale)
-        path = save(image, output_format, output_quality,
-                    pnginfo=png_text(self.generation_parameters(route, lora_scale, steps, guidance, seed, image, call),
-                                     prompt))
+                  lora_scale=lora_scale, seeds=seeds, steps=steps, **report)
+        paths, swaps = [], []
+        for image_seed in seeds:
+            image, swapped = self.generate_image({"prompt": prompt, **call}, steps=steps,
+                                                 guidance=guidance, seed=image_seed, route=route, lora_scale=lora_scale)
+            parameters = self.generation_parameters(route, lora_scale, steps, guidance, image_seed, image, call)
+            paths.append(save(image, output_format, output_quality, pnginfo=png_text(parameters, prompt)))
+            swaps.append(swapped)
         seconds = round(time.perf_counter() - started, 3)
-        for key, value in {"image_count": 1, "seed": seed, "width": image.width, "height": image.height,
-                           "lora": route.label, **report}.items():
+        for key, value in {"image_count": len(paths), "seed": seed, "seeds": seeds, "width": image.width,
+                           "height": image.height, "lora": route.label, **report}.items():
             self.record_metric(key, value)
         size = f"{image.width}x{image.height}"
-        del image, call  # the output and the decoded input, before the heap is trimmed
-        log_event("predict.end", deployment=self.dep.name, seconds=seconds, hot_swapped=swapped, output=str(path),
-                  bytes=path.stat().st_size, size=size, peak_gpu_gb=peak_memory_gb(), memory_returned=return_freed_memory())
-        return path
+        del image, call  # the last output and the decoded input, before the heap is trimmed
+        log_event("predict.end", deployment=self.dep.name, seconds=seconds, hot_swapped=any(swaps),
+                  outputs=[str(p) for p in paths], bytes=sum(p.stat().st_size for p in paths), size=size,
+                  peak_gpu_gb=peak_memory_gb(), memory_returned=return_freed_memory())
+        return paths

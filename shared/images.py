@@ -18,7 +18,8 @@ _PIL_FORMAT = {"png": "PNG", "webp": "WEBP", "jpg": "JPEG"}
 # and a 12000 x 12000 PNG (410 KB on the wire) held 3.6 GB in the worker.
 MAX_INPUT_SIDE = 4096
 # Output images kept on disk per process: the server has read every earlier one by the time it answered,
-# so a long-running container keeps a few files, not one folder per prediction.
+# so a long-running container keeps a few files, not one folder per prediction. At least a request's images
+# (FLUX: num_outputs, up to 4), which must all still be there when the server reads them.
 KEEP_OUTPUTS = 8
 
 

@@ -11,7 +11,7 @@ schema enforces (422 on violation).
 from __future__ import annotations
 
 from .catalog import Deployment
-from .flux import MAX_SIDE, MIN_SIDE, SIZE_MULTIPLE
+from .flux import MAX_OUTPUTS, MAX_SIDE, MIN_SIDE, SIZE_MULTIPLE
 from .images import ASPECT_RATIOS, OUTPUT_FORMATS
 from .runtime import SEED_MAX
 
@@ -31,6 +31,9 @@ SHARED: dict[str, dict] = {
                   description=f"Width in pixels (rounded to a multiple of {SIZE_MULTIPLE})."),
     "num_inference_steps": dict(default=30, ge=1, le=50, description="Denoising steps: more is slower and finer."),
     "guidance_scale": dict(default=3.5, ge=0.0, le=10.0, description="How closely the image follows the prompt."),
+    "num_outputs": dict(default=1, ge=1, le=MAX_OUTPUTS,
+                        description=f"How many images to make (1-{MAX_OUTPUTS}), one after another: image i uses seed + i, "
+                                    "so each can be made again alone; the seeds are in metrics.seeds and each PNG's text."),
     "output_format": dict(default="png", choices=list(OUTPUT_FORMATS), description="Format of the output image."),
     "output_quality": dict(default=90, ge=1, le=100,
                            description="Quality for lossy formats (webp, jpg), 1-100; ignored for png."),

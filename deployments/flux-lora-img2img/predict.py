@@ -37,9 +37,10 @@ class Runner(FluxLoraRunner):
         num_inference_steps: int = Input(default=30, ge=1, le=50, description="Denoising steps: more is slower and finer."),
         guidance_scale: float = Input(default=3.5, ge=0.0, le=10.0, description="How closely the image follows the prompt."),
         seed: Optional[int] = Input(default=None, ge=0, le=4294967295, description="Random seed for a repeatable result; leave empty for a random one (the seed used is reported in metrics.seed)."),
+        num_outputs: int = Input(default=1, ge=1, le=4, description="How many images to make (1-4), one after another: image i uses seed + i, so each can be made again alone; the seeds are in metrics.seeds and each PNG's text."),
         output_format: str = Input(default="png", choices=["png", "webp", "jpg"], description="Format of the output image."),
         output_quality: int = Input(default=90, ge=1, le=100, description="Quality for lossy formats (webp, jpg), 1-100; ignored for png."),
-    ) -> Path:
+    ) -> list[Path]:
         if int(num_inference_steps * strength) < 1:
             raise InputError("strength", f"{strength} with num_inference_steps={num_inference_steps} runs no denoising step; "
                              f"use strength >= {1 / num_inference_steps:.3f} (range 0.0-1.0) or more steps")
@@ -51,7 +52,7 @@ class Runner(FluxLoraRunner):
         return self.run_and_save(
             prompt=prompt, trigger_word=trigger_word, lora_weights=lora_weights, lora_scale=lora_scale, seed=seed,
             steps=num_inference_steps, guidance=guidance_scale,
-            output_format=output_format, output_quality=output_quality,
+            output_format=output_format, output_quality=output_quality, num_outputs=num_outputs,
             call={"image": source, "strength": strength, "width": w, "height": h},
             report={"input_size": f"{source.width}x{source.height}"},
         )

@@ -75,7 +75,7 @@ def planted(deployment: str, plant: str):
         else:
             def run(self, **inputs):
                 started = time.perf_counter()
-                return self._image(super().run(**self._inputs(inputs)), started)
+                return [self._image(path, started) for path in super().run(**self._inputs(inputs))]
 
         def _inputs(self, inputs):
             if self.PLANT == "error":

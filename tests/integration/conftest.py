@@ -16,6 +16,12 @@ def raw_bytes(uri: str) -> bytes:
     return from_data_uri(uri)[1]
 
 
+def only(body: dict) -> str:
+    """The one image of a FLUX prediction: its output is a list of images (num_outputs), here of one."""
+    assert isinstance(body["output"], list) and len(body["output"]) == 1, str(body["output"])[:200]
+    return body["output"][0]
+
+
 @pytest.fixture(scope="session")
 def example_image() -> str:
     return to_data_uri(EXAMPLES / "landscape.png")

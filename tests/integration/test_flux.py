@@ -5,7 +5,7 @@ import pytest
 
 from shared.catalog import EXAMPLES
 from shared.cogserver import to_data_uri
-from tests.integration.conftest import decode_image, failed, huge_png_uri, ok, raw_bytes, rejected, worker_rss_mb
+from tests.integration.conftest import decode_image, failed, huge_png_uri, ok, only, raw_bytes, rejected, worker_rss_mb
 
 pytestmark = pytest.mark.integration
 
@@ -15,27 +15,42 @@ FAST = {"prompt": "a lighthouse", "num_inference_steps": 2, "width": 256, "heigh
 
 
 def pixels(body) -> np.ndarray:
-    return np.asarray(decode_image(body["output"]).convert("RGB")).astype(np.int16)
+    return np.asarray(decode_image(only(body)).convert("RGB")).astype(np.int16)
 
 
 def test_text_to_image_returns_a_png_of_the_asked_size_and_reports_the_seed(server):
     body = ok(server(T2I).predict(FAST))
-    img = decode_image(body["output"])
+    img = decode_image(only(body))
     assert img.format == "PNG" and img.size == (256, 256)
     assert body["metrics"]["seed"] == 5
 
 
 def test_same_seed_gives_the_same_bytes_and_another_seed_does_not(server):
     a, b = ok(server(T2I).predict(FAST)), ok(server(T2I).predict(FAST))
-    assert raw_bytes(a["output"]) == raw_bytes(b["output"])
+    assert raw_bytes(only(a)) == raw_bytes(only(b))
     c = ok(server(T2I).predict({**FAST, "seed": 6}))
-    assert raw_bytes(c["output"]) != raw_bytes(a["output"])
+    assert raw_bytes(only(c)) != raw_bytes(only(a))
+
+
+def test_num_outputs_gives_each_image_the_one_its_own_seed_gives_alone(server, example_image):
+    import json
+
+    body = ok(server(T2I).predict({**FAST, "num_outputs": 3}))
+    images = [raw_bytes(uri) for uri in body["output"]]
+    assert len(set(images)) == 3 and body["metrics"]["image_count"] == 3 and body["metrics"]["seeds"] == [5, 6, 7]
+    assert [json.loads(decode_image(uri).text["generation"])["Seed"] for uri in body["output"]] == [5, 6, 7]
+    assert images[1] == raw_bytes(only(ok(server(T2I).predict({**FAST, "seed": 6}))))
+    last = ok(server(T2I).predict({**FAST, "seed": 2**32 - 1, "num_outputs": 2}))
+    assert last["metrics"]["seeds"] == [2**32 - 1, 0]  # seeds wrap within the seed input's range
+    assert raw_bytes(last["output"][1]) == raw_bytes(only(ok(server(T2I).predict({**FAST, "seed": 0}))))
+    two = ok(server(I2I).predict({**FAST, "image": example_image, "num_outputs": 2}))
+    assert len({raw_bytes(uri) for uri in two["output"]}) == 2 and two["metrics"]["seeds"] == [5, 6]
 
 
 def test_a_random_seed_is_reported_and_reproduces_the_image(server):
     first = ok(server(T2I).predict({k: v for k, v in FAST.items() if k != "seed"}))
     again = ok(server(T2I).predict({**FAST, "seed": first["metrics"]["seed"]}))
-    assert raw_bytes(first["output"]) == raw_bytes(again["output"])
+    assert raw_bytes(only(first)) == raw_bytes(only(again))
 
 
 def test_switching_lora_changes_pixels(server):
@@ -50,12 +65,12 @@ def test_switching_lora_changes_pixels(server):
 @pytest.mark.parametrize("fmt,pil", [("webp", "WEBP"), ("jpg", "JPEG")])
 def test_output_format_is_honoured(server, fmt, pil):
     body = ok(server(T2I).predict({**FAST, "output_format": fmt, "output_quality": 70}))
-    assert decode_image(body["output"]).format == pil
+    assert decode_image(only(body)).format == pil
 
 
 def test_sizes_are_rounded_to_what_flux_accepts_and_reported(server):
     body = ok(server(T2I).predict({**FAST, "width": 300, "height": 260}))
-    assert decode_image(body["output"]).size == (304, 256)
+    assert decode_image(only(body)).size == (304, 256)
     assert (body["metrics"]["width"], body["metrics"]["height"]) == (304, 256)
     assert "size.rounded" in body["logs"]
 
@@ -63,14 +78,15 @@ def test_sizes_are_rounded_to_what_flux_accepts_and_reported(server):
 @pytest.mark.parametrize("ratio,size", [("16:9", (1328, 752)), ("9:21", (624, 1440))])
 def test_an_aspect_ratio_sets_a_one_megapixel_size_over_width_and_height(server, ratio, size):
     body = ok(server(T2I).predict({**FAST, "num_inference_steps": 1, "aspect_ratio": ratio}))
-    assert decode_image(body["output"]).size == size  # FAST's 256x256 is not used
+    assert decode_image(only(body)).size == size  # FAST's 256x256 is not used
     assert body["metrics"]["aspect_ratio"] == ratio
 
 
 @pytest.mark.parametrize("field,value,words", [("aspect_ratio", "2:1", "not one of"),
                                                ("width", 9999, "maximum of 1440"), ("height", 64, "minimum of 256"),
                                                ("num_inference_steps", 0, "minimum of 1"), ("guidance_scale", 11, "maximum"),
-                                               ("output_format", "gif", "not one of"), ("seed", -1, "minimum of 0")])
+                                               ("output_format", "gif", "not one of"), ("seed", -1, "minimum of 0"),
+                                               ("num_outputs", 5, "maximum of 4"), ("num_outputs", 0, "minimum of 1")])
 def test_out_of_range_inputs_are_rejected_by_the_server(server, field, value, words):
     assert words in rejected(server(T2I).predict({**FAST, field: value}), field)
 
@@ -99,20 +115,20 @@ def test_png_outputs_say_how_they_were_made(server, example_image):
     import json
 
     body = ok(server(T2I).predict({**FAST, "trigger_word": "anime", "guidance_scale": 4.0}))
-    text = decode_image(body["output"]).text
+    text = decode_image(only(body)).text
     made = json.loads(text["generation"])
     assert made["prompt"].endswith("a lighthouse") and "Anime" in made["prompt"]  # as the model read it
     assert (made["Seed"], made["Steps"], made["Distilled CFG Scale"], made["Size"]) == (5, 2, 4.0, "256x256")
     assert made["Lora"] == "open_image_preferences" and "@" in made["Model"] and "@" in made["Lora revision"]
     assert text["parameters"].startswith(made["prompt"] + "\n") and "Seed: 5, Size: 256x256" in text["parameters"]
-    img2img = json.loads(decode_image(ok(server(I2I).predict(
-        {**FAST, "image": example_image, "strength": 0.75, "num_inference_steps": 4})).get("output")).text["generation"])
+    img2img = json.loads(decode_image(only(ok(server(I2I).predict(
+        {**FAST, "image": example_image, "strength": 0.75, "num_inference_steps": 4})))).text["generation"])
     assert img2img["Denoising strength"] == 0.75 and img2img["Lora"] == "none"
 
 
 def test_image_to_image_keeps_the_input_size_rounded(server, example_image):
     body = ok(server(I2I).predict({"image": example_image, "prompt": "a village", "num_inference_steps": 2, "seed": 1}))
-    assert decode_image(body["output"]).size == (336, 256)  # 320x240 grown to a 256 short side, 4:3 kept
+    assert decode_image(only(body)).size == (336, 256)  # 320x240 grown to a 256 short side, 4:3 kept
     assert body["metrics"]["input_size"] == "320x240"
 
 
@@ -164,7 +180,7 @@ def test_a_users_own_lora_is_served_and_a_bad_one_is_an_input_error(server, tmp_
         base = ok(server(T2I).predict(FAST))
         mine = ok(server(T2I).predict({**FAST, "lora_weights": good}))
         assert mine["metrics"]["lora"] == "user" and np.abs(pixels(mine) - pixels(base)).mean() > 1.0
-        made = decode_image(mine["output"]).text["parameters"]  # the LoRA by its cache key: a URL may be signed
+        made = decode_image(only(mine)).text["parameters"]  # the LoRA by its cache key: a URL may be signed
         assert "Lora: user " in made and files.url not in made and "mine.safetensors" not in made
         body = failed(server(T2I).predict({**FAST, "lora_weights": too_big}))
         assert "lora_weights: layer" in body["error"] and "rank 32, the slot holds at most 16" in body["error"]

@@ -47,6 +47,16 @@ def test_a_changed_default_is_breaking_unless_allowed():
     assert schema_compat.compare(_schema("phi4-reasoning-plus"), candidate, allow_default_changes=True) == []
 
 
+def test_a_changed_output_type_is_breaking_unless_allowed_and_its_words_are_not():
+    one_file = {"title": "Output", "type": "string", "format": "uri"}  # the FLUX output before num_outputs
+    stable = copy.deepcopy(_schema("flux-lora-txt2img"))
+    stable["components"]["schemas"]["Output"] = one_file
+    findings = schema_compat.compare(stable, _schema("flux-lora-txt2img"))
+    assert [(f.input, f.kind) for f in findings] == [("(output)", "output")] and "array" in findings[0].detail
+    assert schema_compat.compare(stable, _schema("flux-lora-txt2img"), allow_output_change=True) == []
+    assert _planted("flux-lora-txt2img", lambda c: c["Output"].update(title="Images", description="new words")) == []
+
+
 def test_a_removed_choice_and_a_new_required_input_are_breaking():
     findings = _planted("smollm3-3b", lambda c: c["mode"].update(enum=["no_think"]))
     assert [(f.input, f.kind) for f in findings] == [("mode", "choices")]

@@ -80,3 +80,19 @@ def test_server_sent_events_keep_a_generated_line_separator_inside_their_data():
         server.shutdown()
     assert [event for event, _ in got] == ["output", "completed"]
     assert json.loads(got[0][1]) == {"chunk": "a\u2028b"}
+
+
+def test_saved_outputs_are_every_image_of_a_list_and_streamed_text_is_one_file(tmp_path):
+    from shared.cogserver import save_outputs, to_data_uri
+    from tests.conftest import png_bytes
+
+    pngs, images = [png_bytes([[[value] * 3] * 4] * 4) for value in (0, 255)], []
+    for i, data in enumerate(pngs):
+        (tmp_path / f"{i}.png").write_bytes(data)
+        images.append(to_data_uri(tmp_path / f"{i}.png"))
+    written = save_outputs("flux-lora-txt2img", {"id": "p1", "output": images}, folder=tmp_path / "out")
+    assert [p.read_bytes() for p in written[:2]] == pngs
+    record = json.loads(written[2].read_text())
+    assert record["output"] == [f"(saved to {p.name})" for p in written[:2]]
+    text = save_outputs("smollm3-3b", {"id": "p2", "output": ["Hel", "lo"]}, folder=tmp_path / "out")
+    assert text[0].suffix == ".txt" and text[0].read_text() == "Hello"
