@@ -440,6 +440,10 @@ def main() -> int:
     fs = sub.add_parser("flux-server")
     fs.add_argument("--deployments", default="flux-lora-txt2img,flux-lora-img2img")
     fs.add_argument("--repeats", type=int, default=5)
+    fs.add_argument("--configs", help="label=OPTIMIZE;label=OPTIMIZE (default: the old and the new default)")
+    fs.add_argument("--gpu-memory-gb", type=float, help="cap each server's GPU memory (GPU_MEMORY_LIMIT_GB): a smaller card")
+    fs.add_argument("--only", help="only the cases whose name contains this (e.g. 1024x1024_28)")
+    fs.add_argument("--setup-timeout", type=float, default=580)
     z = sub.add_parser("flux-sizes")
     z.add_argument("--sizes", default="768x768,320x256,1024x576,512x896")
     z.add_argument("--modes", default="auto,dynamic")
@@ -501,11 +505,14 @@ def main() -> int:
         print(f"\ncold-start {args.deployment}: READY after {boots} s; artifacts {result['artifacts']}  -> {path}")
         return 0
     elif args.what == "flux-server":
-        path = write("flux-server", variant, result)
+        labels = "-".join(result["configs"]) if args.configs else variant
+        cap = f"-cap{args.gpu_memory_gb:g}GiB" if args.gpu_memory_gb else ""
+        path = write("flux-server", "".join(c if c.isalnum() or c in "-_." else "_" for c in labels) + cap, result)
         for name, configs in result["deployments"].items():
             for config, row in configs.items():
                 figures = {k: v["median_s"] for k, v in row.items() if isinstance(v, dict) and "median_s" in v}
-                print(f"{name} {config}: ready {row['ready_s']} s, {figures}, peak {row['peak_gpu_gb']} GB")
+                print(f"{name} {config}: ready {row.get('ready_s')} s, {figures}, peak {row.get('peak_gpu_gb')} GB",
+                      row.get("error") or "")
         print(f"-> {path}")
         return 0
     elif args.what == "text-server":

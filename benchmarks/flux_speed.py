@@ -283,7 +283,7 @@ def bench_flux_server(args) -> dict:
     from PIL import Image
 
     from shared import catalog
-    from shared.cogserver import CogServer, log_events, to_data_uri
+    from shared.cogserver import to_data_uri
 
     work = Path(os.environ.get("OUT") or "/tmp")
     photo = Path("/tmp/bench-photo.png")
@@ -302,36 +302,50 @@ def bench_flux_server(args) -> dict:
                                                 "trigger_word": "Anime"},
         },
     }
-    result = {"repeats": args.repeats, "configs": SERVER_CONFIGS, "deployments": {}}
+    configs = dict(item.split("=", 1) for item in args.configs.split(";")) if args.configs else SERVER_CONFIGS
+    result = {"repeats": args.repeats, "configs": configs, "gpu_memory_limit_gb": args.gpu_memory_gb, "deployments": {}}
     for name in args.deployments.split(","):
-        for config, optimize in SERVER_CONFIGS.items():
+        for config, optimize in configs.items():
             env = {"WEIGHT_PROFILE": os.environ["WEIGHT_PROFILE"], "TORCH_LOGS": "recompiles", "OPTIMIZE": optimize}
-            label = f"{name}-{'old' if optimize else 'new'}"
+            if args.gpu_memory_gb:  # the server behaves as a GPU of this size would (shared/runtime.py)
+                env["GPU_MEMORY_LIMIT_GB"] = str(args.gpu_memory_gb)
+            label = f"{name}-{''.join(c if c.isalnum() else '_' for c in config)}"
             row = result["deployments"].setdefault(name, {}).setdefault(config, {})
-            started = time.perf_counter()
-            with CogServer(name, env=env, setup_timeout=580, log_path=work / f"server-{label}.log") as server:
-                row["ready_s"] = round(time.perf_counter() - started, 1)
-                setup = server.events("setup.done")[-1]
-                row["setup"] = {k: setup.get(k) for k in ("optimizations", "phases", "peak_gpu_gb", "seconds")}
-                logs = []
-                predict = functools.partial(_predict, server, logs)
-                for case, inputs in cases[name].items():
-                    bodies = [predict(inputs) for _ in range(args.repeats + 1)]  # the first warms up
-                    assert all(b["status"] == "succeeded" for b in bodies), [b.get("error") for b in bodies]
-                    times = [b["metrics"]["predict_time"] for b in bodies[1:]]
-                    row[case] = {"predict_time_s": times, "median_s": round(statistics.median(times), 3),
-                                 "first_s": bodies[0]["metrics"]["predict_time"]}
-                    print(name, config, case, row[case], flush=True)
-                if name == "flux-lora-txt2img":  # every style, the base model, a style again: 4 steps at 768
-                    swaps = [{"prompt": "x", "num_inference_steps": 4, "seed": 1, **({"trigger_word": t} if t else {})}
-                             for t in [*triggers, None, "Anime"]]
-                    outputs = [predict(body) for body in swaps]
-                    row["swap_ms"] = [e["ms"] for e in log_events("\n".join(logs[-len(swaps):]), "lora.swapped")]
-                    row["distinct_outputs_of_styles_and_none"] = len({o["output"][0] for o in outputs[:-1]})
-                    row["style_comes_back_identical"] = outputs[-1]["output"] == outputs[triggers.index("Anime")]["output"]
-                row["peak_gpu_gb"] = max((e.get("peak_gpu_gb") or 0 for e in log_events("\n".join(logs), "predict.end")),
-                                         default=None)
-                row["recompiles_after_setup"] = sum(text.count("Recompiling") for text in logs)
+            wanted = {case: inputs for case, inputs in cases[name].items() if not args.only or args.only in case}
+            try:
+                serve_config(name, config, env, work / f"server-{label}.log", wanted, row, args, triggers)
+            except Exception as e:  # recorded, not lost: the next configuration still runs
+                row["error"] = f"{type(e).__name__}: {e}"[:2000]
             print(name, config, {k: v for k, v in row.items() if k != "setup"}, flush=True)
             (work / "flux-server-partial.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def serve_config(name: str, config: str, env: dict, log_path: Path, cases: dict, row: dict, args, triggers: list) -> None:
+    """One configuration's server: boot it, then its figures into `row`."""
+    from shared.cogserver import CogServer, log_events
+
+    started = time.perf_counter()
+    with CogServer(name, env=env, setup_timeout=args.setup_timeout, log_path=log_path) as server:
+        row["ready_s"] = round(time.perf_counter() - started, 1)
+        setup = server.events("setup.done")[-1]
+        row["setup"] = {k: setup.get(k) for k in ("optimizations", "phases", "peak_gpu_gb", "seconds")}
+        logs = []
+        predict = functools.partial(_predict, server, logs)
+        for case, inputs in cases.items():
+            bodies = [predict(inputs) for _ in range(args.repeats + 1)]  # the first warms up
+            assert all(b["status"] == "succeeded" for b in bodies), [b.get("error") for b in bodies]
+            times = [b["metrics"]["predict_time"] for b in bodies[1:]]
+            row[case] = {"predict_time_s": times, "median_s": round(statistics.median(times), 3),
+                         "first_s": bodies[0]["metrics"]["predict_time"]}
+            print(name, config, case, row[case], flush=True)
+        if name == "flux-lora-txt2img":  # every style, the base model, a style again: 4 steps at 768
+            swaps = [{"prompt": "x", "num_inference_steps": 4, "seed": 1, **({"trigger_word": t} if t else {})}
+                     for t in [*triggers, None, "Anime"]]
+            outputs = [predict(body) for body in swaps]
+            row["swap_ms"] = [e["ms"] for e in log_events("\n".join(logs[-len(swaps):]), "lora.swapped")]
+            row["distinct_outputs_of_styles_and_none"] = len({o["output"][0] for o in outputs[:-1]})
+            row["style_comes_back_identical"] = outputs[-1]["output"] == outputs[triggers.index("Anime")]["output"]
+        row["peak_gpu_gb"] = max((e.get("peak_gpu_gb") or 0 for e in log_events("\n".join(logs), "predict.end")),
+                                 default=None)
+        row["recompiles_after_setup"] = sum(text.count("Recompiling") for text in logs)

@@ -18,8 +18,8 @@ from .builders.loras import STANDIN_VERSION, write_random_lora
 from .graphed_step import GraphedForward
 from .images import png_text, save
 from .lora_router import LoraTriggerRouter, load_normalized
-from .runtime import (SEED_MAX, InputError, Phases, cache_dir, explain_oom, log_event, peak_memory_gb, resolve_seed,
-                      return_freed_memory, seed_everything, select_device)
+from .runtime import (SEED_MAX, InputError, Phases, cache_dir, explain_oom, gpu_memory_gb, log_event, peak_memory_gb,
+                      resolve_seed, return_freed_memory, seed_everything, select_device)
 
 # Sizes: FLUX packs 2x2 latent patches over an 8x VAE, so sides must be multiples of 16.
 SIZE_MULTIPLE = 16
@@ -37,8 +37,11 @@ OPTIONS = {
     # bf16's on an H200); only compiled, and only with CUDA graphs is it faster end to end (see cuda_graphs).
     # Per-row scales: the same GPU time as per-tensor (its activation amax is one fused pass, not two) and
     # less Python per call. "auto" picks by GPU: fp8-row on Hopper and newer, per-tensor fp8 on Ada, bf16 before.
-    "transformer": opts.Option("auto", "none", ("auto", "none", "fp8", "fp8-row", "int8"),
-                               "quantize the FLUX transformer (fp8: per-tensor scales; fp8-row: per-row; auto: by GPU)"),
+    # nf4 (bitsandbytes 4-bit) is the low-memory mode: the transformer is quantized as it is loaded, one layer
+    # at a time, so a 24 GB GPU never holds its 24 GB of 16-bit weights; "auto" picks it on such cards.
+    "transformer": opts.Option("auto", "none", ("auto", "none", "fp8", "fp8-row", "int8", "nf4"),
+                               "quantize the FLUX transformer (fp8: per-tensor scales; fp8-row: per-row; "
+                               "nf4: 4-bit, low memory; auto: by GPU)"),
     # Regional compile of the repeated transformer blocks: 21 s once instead of a whole-model compile
     # that did not finish in 6 minutes; hot-swapped LoRAs never trigger a recompile.
     "compile": opts.Option("on", "off", ("on", "off"), "torch.compile the transformer blocks"),
@@ -71,7 +74,9 @@ def optimize(pipe, chosen: dict[str, str]) -> list[str]:
 def optimize_transformer(transformer, chosen: dict[str, str]) -> list[str]:
     """The transformer's own steps, in order: quantize, compile, CUDA graphs (benchmarks apply them to copies)."""
     applied = []
-    if chosen["transformer"] != "none":
+    if chosen["transformer"] == "nf4":
+        applied.append("transformer:nf4")  # quantized while loading (FluxLoraRunner.setup)
+    elif chosen["transformer"] != "none":
         # LoRA adapters (lora_A/lora_B) stay in bf16: only the frozen base layers are quantized, so
         # hot-swapping keeps copying plain tensors.
         not_lora = lambda m, name: "lora_" not in name  # noqa: E731
@@ -105,14 +110,22 @@ def optimize_transformer(transformer, chosen: dict[str, str]) -> list[str]:
     return applied
 
 
+# GiB below which "auto" takes the low-memory mode: the fp8 default's setup holds the 16-bit transformer and its
+# fp8 copy at once (31.9 GB peak, H200, 2026-12-04), and the bf16 path serves at 28.3 GB (H100).
+LOW_MEMORY_BELOW_GB = 34
+
+
 def transformer_precision(choice: str) -> str:
     """The transformer option with "auto" resolved for this GPU. Measured: fp8-row on an H100/H200 (Hopper).
     Inferred, not measured: Ada (L40S, RTX 4090) gets per-tensor fp8, whose plain cuBLAS GEMM it has for sure;
-    Ampere (A100, RTX 3090) has no fp8 tensor cores and stays in bf16."""
+    Ampere (A100, RTX 3090) has no fp8 tensor cores and stays in bf16. A GPU with less than LOW_MEMORY_BELOW_GB
+    (a 24 GB card; or GPU_MEMORY_LIMIT_GB) gets nf4, whatever its generation."""
     if choice != "auto":
         return choice
     if not torch.cuda.is_available():
         return "none"
+    if gpu_memory_gb() < LOW_MEMORY_BELOW_GB:
+        return "nf4"
     major_minor = torch.cuda.get_device_capability()
     return "fp8-row" if major_minor >= (9, 0) else "fp8" if major_minor >= (8, 9) else "none"
 
@@ -136,9 +149,12 @@ class FluxLoraRunner(BaseRunner):
         with phases("weights"):
             self.source = weights.for_deployment(self.dep, wanted=compile_cache.wanted_files(self.dep.name, cache_key))
         self.pipeline_cls = getattr(diffusers, self.pipeline_class)
+        # Low memory (transformer=nf4): the 16-bit pipeline is loaded into host memory, and its transformer
+        # goes to the GPU in 4 bits after the LoRA slot is in place, one layer at a time.
+        low_memory = self.options["transformer"] == "nf4"
         with phases("load"):
-            self.pipe = flux_builder.load(self.dep, self.source, device=self.hw.device, dtype=self.hw.dtype,
-                                          pipeline_cls=self.pipeline_cls)
+            self.pipe = flux_builder.load(self.dep, self.source, device="cpu" if low_memory else self.hw.device,
+                                          dtype=self.hw.dtype, pipeline_cls=self.pipeline_cls)
             for name in ("transformer", "vae", "text_encoder", "text_encoder_2"):
                 getattr(self.pipe, name).eval()  # built-from-config models start in train mode (dropout)
             self.pipe.set_progress_bar_config(disable=True)
@@ -147,6 +163,13 @@ class FluxLoraRunner(BaseRunner):
             self.router = LoraTriggerRouter(self.dep.loras)
             self.router.attach(self.pipe, self._load_loras(), target_rank=self.dep.lora_target_rank)
             self.user_loras = user_lora.AdapterCache()
+        if low_memory:
+            with phases("to_gpu_4bit"):
+                # The base layers only: adapters stay 16-bit, so hot-swapping still copies plain tensors.
+                quantize.to_device_nf4(self.pipe.transformer, self.hw.device, compute_dtype=self.hw.dtype,
+                                       filter_fn=lambda m, name: "lora_" not in name)
+                self.pipe.to(self.hw.device)
+                self.router.to_device()
         with phases("compile_cache"):
             compile_cache.load(self.source.local_path, self.dep.name, cache_key)
         with phases("optimize"):

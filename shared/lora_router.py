@@ -118,6 +118,15 @@ class LoraTriggerRouter:
             self._user = (key, self._on_device(pad_to_slot(read(), self.shapes, self.rank)))
         return Route(None, None, user=key)
 
+    def to_device(self) -> None:
+        """After the model moved (the low-memory load quantizes it onto the GPU after attach()): the kept adapters
+        follow the slot, so a swap stays a copy on the device."""
+        self._ready = {name: [w.to(p.device, p.dtype) for w, p in zip(weights, self._slot.values(), strict=True)]
+                       for name, weights in self._ready.items()}
+        if self._user is not None:
+            self._user = (self._user[0], [w.to(p.device, p.dtype) for w, p in zip(self._user[1], self._slot.values(),
+                                                                                    strict=True)])
+
     def _on_device(self, padded: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """A padded adapter as the slot holds it: in slot order, on its device, in its dtype."""
         return [padded[key].to(param.device, param.dtype) for key, param in self._slot.items()]

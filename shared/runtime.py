@@ -122,13 +122,28 @@ class DeviceSetup:
         return self.device.startswith("cuda")
 
 
+GPU_MEMORY_ENV = "GPU_MEMORY_LIMIT_GB"  # GiB this process may allocate on the GPU (unset: all of it)
+
+
+def gpu_memory_gb() -> float:
+    """GiB this process may use on the GPU: the card's memory, or less under GPU_MEMORY_LIMIT_GB."""
+    total = torch.cuda.get_device_properties(0).total_memory / 2**30
+    return min(total, float(os.environ.get(GPU_MEMORY_ENV) or total))
+
+
 def select_device(prefer_dtype: torch.dtype = torch.bfloat16) -> DeviceSetup:
     """CUDA when present (bf16 where the GPU supports it, else fp16, TF32 on); else CPU in float32.
 
     CPU runs float32: bf16 matmuls on CPU are slow and numerically different from the GPU anyway,
-    and the tiny profile is about behaviour, not speed. FORCE_CPU=1 pins CPU on a GPU machine.
+    and the tiny profile is about behaviour, not speed. FORCE_CPU=1 pins CPU on a GPU machine;
+    GPU_MEMORY_LIMIT_GB caps what this process allocates on the GPU.
     """
     if torch.cuda.is_available() and os.environ.get("FORCE_CPU") != "1":
+        if limit := os.environ.get(GPU_MEMORY_ENV):
+            # The allocator refuses past this: a big GPU behaves as a smaller card would (what a low-memory
+            # mode is measured under), or a process leaves room for another on the same GPU.
+            total = torch.cuda.get_device_properties(0).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, float(limit) * 2**30 / total))
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         dtype = prefer_dtype if torch.cuda.is_bf16_supported() else torch.float16

@@ -115,10 +115,12 @@ class FakeReplicate:
         # Like Replicate, creation answers before the result: the client has to poll for it.
         return 201, {**self.predictions[pid], "status": "starting", "output": None, "completed_at": None}
 
-    def _files(self, pid: str, output):
-        """Data URIs become file URLs on this server, as Replicate serves outputs."""
+    def _files(self, pid: str, output, index: int | None = None):
+        """Data URIs become file URLs on this server, as Replicate serves outputs (each of a list too)."""
+        if isinstance(output, list):
+            return [self._files(pid, item, i) for i, item in enumerate(output)]
         if isinstance(output, str) and output.startswith("data:"):
-            key = f"{pid}/output"
+            key = f"{pid}/output" + ("" if index is None else f"-{index}")
             self.files[key] = from_data_uri(output)
             return f"{self.url}/v1/files/{key}"
         return output

@@ -68,6 +68,6 @@ def test_an_integral_float_is_taken_as_the_integer(runners):
                                          temperature=0, top_p=0.9, seed=1)))
     assert isinstance(text, str)
     flux = runners("flux-lora-txt2img")
-    path = flux.run_and_save(prompt="a cat", trigger_word=None, seed=1, steps=2.0, guidance=3.5, output_format="png",
-                             output_quality=90, call={"width": 128, "height": 128}, report={})
+    [path] = flux.run_and_save(prompt="a cat", trigger_word=None, seed=1, steps=2.0, guidance=3.5, output_format="png",
+                               output_quality=90, call={"width": 128, "height": 128}, report={}, num_outputs=1.0)
     assert Image.open(io.BytesIO(path.read_bytes())).size == (128, 128)

@@ -1,0 +1,61 @@
+"""FLUX's low-memory mode (`OPTIMIZE=transformer=nf4`) on the tiny pipeline.
+
+On a GPU the transformer's base layers become bitsandbytes NF4 as they go to the GPU; on CPU, where
+bitsandbytes does not run, HQQ 4-bit stands in through the same call (shared/quantize.py `to_device_nf4`).
+What is checked here holds for both: every base layer is 4-bit, the LoRA slot stays 16-bit over it, styles
+still hot-swap exactly and without recompiling, and the image stays close to the 16-bit model's.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from shared import flux as flux_module
+from tests.unit.test_lora_router import _compiled, _image
+
+
+@pytest.fixture(scope="module")
+def low_memory():
+    with pytest.MonkeyPatch.context() as monkeypatch:  # OPTIMIZE is set for this setup only, not for `runners`
+        runner_and_counter = _compiled(monkeypatch, "transformer=nf4,compile=on")
+    return runner_and_counter
+
+
+def test_every_base_layer_is_4_bit_and_the_lora_slot_stays_16_bit(low_memory):
+    runner, _ = low_memory
+    modules = dict(runner.pipe.transformer.named_modules())
+    plain = [n for n, m in modules.items() if type(m) is torch.nn.Linear and "lora_" not in n]
+    assert plain == []  # nothing left in 16 bits but the adapters
+    bases = [m for n, m in modules.items() if n.endswith(".base_layer")]
+    assert bases and all(type(m).__name__ == "HQQLinear" for m in bases)  # the CPU stand-in for NF4
+    slot = list(runner.router._slot.values())
+    assert slot and all(p.dtype == runner.hw.dtype for p in slot)
+
+
+def test_styles_swap_exactly_and_never_recompile_over_4_bit_layers(low_memory):
+    runner, counter = low_memory
+    first = _image(runner, "GHIBSKY")
+    graphs = counter.frame_count
+    anime, none = _image(runner, "Anime"), _image(runner, None)
+    assert np.abs(anime - first).mean() > 1.0 and np.abs(anime - none).mean() > 1.0
+    assert np.array_equal(first, _image(runner, "GHIBSKY"))
+    assert counter.frame_count == graphs
+
+
+def test_the_4_bit_image_stays_close_to_the_16_bit_one(low_memory, runners):
+    """Same weights, prompt and seed: the 4-bit image is far nearer the 16-bit one than another seed's image."""
+    runner, _ = low_memory
+    full = runners("flux-lora-txt2img")
+    assert full.options["transformer"] == "none"
+    quantized, reference, other_seed = _image(runner, "Anime"), _image(full, "Anime"), _image(full, "Anime", seed=8)
+    assert np.abs(quantized - reference).mean() < 0.25 * np.abs(other_seed - reference).mean()
+
+
+@pytest.mark.parametrize("gib,capability,expected", [(23.6, (8, 9), "nf4"), (23.6, (9, 0), "nf4"), (79.6, (9, 0), "fp8-row"),
+                                                     (47.5, (8, 9), "fp8"), (39.5, (8, 0), "none")])
+def test_auto_takes_the_low_memory_mode_on_a_gpu_too_small_for_the_default(monkeypatch, gib, capability, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: capability)
+    monkeypatch.setattr(flux_module, "gpu_memory_gb", lambda: gib)
+    assert flux_module.transformer_precision("auto") == expected
+    assert flux_module.transformer_precision("fp8") == "fp8"  # an explicit choice is kept
