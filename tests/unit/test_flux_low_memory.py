@@ -3,14 +3,14 @@
 On a GPU the transformer's base layers become bitsandbytes NF4 as they go to the GPU; on CPU, where
 bitsandbytes does not run, HQQ 4-bit stands in through the same call (shared/quantize.py `to_device_nf4`).
 What is checked here holds for both: every base layer is 4-bit, the LoRA slot stays 16-bit over it, styles
-still hot-swap exactly and without recompiling, and the image stays close to the 16-bit model's.
+still hot-swap exactly and without recompiling, and the image stays close to the 16-bit model's. When
+`transformer=auto` picks it: tests/unit/test_quantize_compile.py.
 """
 
 import numpy as np
 import pytest
 import torch
 
-from shared import flux as flux_module
 from tests.unit.test_lora_router import _compiled, _image
 
 
@@ -49,13 +49,3 @@ def test_the_4_bit_image_stays_close_to_the_16_bit_one(low_memory, runners):
     assert full.options["transformer"] == "none"
     quantized, reference, other_seed = _image(runner, "Anime"), _image(full, "Anime"), _image(full, "Anime", seed=8)
     assert np.abs(quantized - reference).mean() < 0.25 * np.abs(other_seed - reference).mean()
-
-
-@pytest.mark.parametrize("gib,capability,expected", [(23.6, (8, 9), "nf4"), (23.6, (9, 0), "nf4"), (79.6, (9, 0), "fp8-row"),
-                                                     (47.5, (8, 9), "fp8"), (39.5, (8, 0), "none")])
-def test_auto_takes_the_low_memory_mode_on_a_gpu_too_small_for_the_default(monkeypatch, gib, capability, expected):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: capability)
-    monkeypatch.setattr(flux_module, "gpu_memory_gb", lambda: gib)
-    assert flux_module.transformer_precision("auto") == expected
-    assert flux_module.transformer_precision("fp8") == "fp8"  # an explicit choice is kept

@@ -112,12 +112,15 @@ def test_compile_blocks_refuses_a_class_that_is_not_there():
         selective_compile.compile_blocks(model, ("NotABlock",), backend="eager")
 
 
-@pytest.mark.parametrize("capability, expected", [((9, 0), "fp8-row"), ((10, 0), "fp8-row"), ((8, 9), "fp8"),
-                                                  ((8, 0), "none"), (None, "none")])
-def test_flux_precision_is_chosen_by_gpu_unless_named(monkeypatch, capability, expected):
+@pytest.mark.parametrize("capability, gib, expected", [((9, 0), 79.6, "fp8-row"), ((10, 0), 178, "fp8-row"),
+                                                       ((8, 9), 44.5, "fp8"), ((8, 0), 39.5, "none"), (None, 0, "none"),
+                                                       # a 24 GB card (or GPU_MEMORY_LIMIT_GB): the low-memory mode
+                                                       ((8, 9), 23.6, "nf4"), ((9, 0), 23.0, "nf4"), ((8, 6), 23.6, "nf4")])
+def test_flux_precision_is_chosen_by_gpu_unless_named(monkeypatch, capability, gib, expected):
     from shared import flux
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: capability is not None)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: capability)
+    monkeypatch.setattr(flux, "gpu_memory_gb", lambda: gib)
     assert flux.transformer_precision("auto") == expected
     assert flux.transformer_precision("none") == "none" and flux.transformer_precision("fp8") == "fp8"
