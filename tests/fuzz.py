@@ -33,7 +33,7 @@ from shared import catalog
 from shared.cogserver import post_prediction
 
 # Inputs whose cost grows with their value: valid requests keep them small (tiny weights, 2 CPU cores).
-CHEAP = {"num_inference_steps": 4, "width": 512, "height": 512, "max_new_tokens": 16}
+CHEAP = {"num_inference_steps": 4, "width": 512, "height": 512, "max_new_tokens": 16, "num_outputs": 2}
 DEAD_URL = "http://127.0.0.1:9/nothing.png"  # the discard port: nothing listens, refused at once
 HOSTILE_STRINGS = ["", " ", "a\x00b", "é" * 200, "\u202e\u2028\u2029", "😀" * 50, "x" * 100_000, "../../etc/passwd",
                    "<script>alert(1)</script>", "' OR 1=1 --", "%s%s%s%n"]
