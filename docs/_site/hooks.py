@@ -146,11 +146,7 @@ def charts() -> dict[str, bytes]:
     if boots:
         made["cold-start"] = _png(_pairs("Boot: launch to READY through the Cog server", boots,
                                          ("cold (empty caches)", "with the compile artifact"), "seconds", target=90))
-    speeds = {}
-    for dep in ("smollm3-3b", "gemma3-4b-it"):
-        result = _latest(f"*-{dep}-default-N*.json")
-        if result and "baseline" in result:
-            speeds[dep] = (result["baseline"]["tokens_per_s"], result["optimized"]["tokens_per_s"])
+    speeds = decode_speeds()
     if speeds:
         made["text-decode"] = _png(_pairs("Decode, batch 1 (H100, synthetic weights)", speeds,
                                           ("bf16 eager", "optimized (default path)"), "tokens per second"))
@@ -175,6 +171,16 @@ def charts() -> dict[str, bytes]:
         made["flux-variants"] = _png(_pairs(f"Transformer step, LoRA slot on ({_gpu(variants)})",
                                             rows, ("1024x1024", "768x768"), "ms per step"))
     return made
+
+
+def decode_speeds() -> dict[str, tuple[float, float]]:
+    """Each text deployment's bs1 decode, bf16 eager and the default path, from its newest `bench.py text` file."""
+    speeds = {}
+    for dep in ("smollm3-3b", "gemma3-4b-it"):
+        result = _latest(f"????-??-??-{dep}-default-N*.json")  # `bench.py text` files only, not text-profile's
+        if result and "baseline" in result:
+            speeds[dep] = (result["baseline"]["tokens_per_s"], result["optimized"]["tokens_per_s"])
+    return speeds
 
 
 def _gpu(result: dict) -> str:
