@@ -83,7 +83,8 @@ def to_device_nf4(model: nn.Module, device: str, *, compute_dtype: torch.dtype,
     16-bit weights do not fit the GPU (FLUX's 24 GB transformer on a 24 GB card) never sits there whole.
 
     On a GPU: bitsandbytes NF4 (`Linear4bit`, blocks of 64 with double-quantized scales, `compute_dtype`
-    matmuls), the format QLoRA and diffusers' low-memory FLUX recipes use; peft puts LoRA layers over it.
+    matmuls), the format QLoRA and diffusers' low-memory FLUX recipes use. A peft LoRA layer around a Linear keeps
+    working: only its base layer is replaced (filter out the adapters' own `lora_` layers).
     On CPU, where bitsandbytes' kernels do not run: HQQ 4-bit (groups of 64) stands in, with the same call and
     the same layers replaced. The rest of the model is left where it is. Returns the method used.
     """
