@@ -71,15 +71,18 @@ def optimize(pipe, chosen: dict[str, str]) -> list[str]:
     return applied + optimize_transformer(pipe.transformer, chosen)
 
 
+def not_lora(module, name: str) -> bool:
+    """The layers a quantization takes: LoRA adapters (lora_A/lora_B) stay 16-bit, only the frozen base layers
+    are quantized, so hot-swapping keeps copying plain tensors."""
+    return "lora_" not in name
+
+
 def optimize_transformer(transformer, chosen: dict[str, str]) -> list[str]:
     """The transformer's own steps, in order: quantize, compile, CUDA graphs (benchmarks apply them to copies)."""
     applied = []
     if chosen["transformer"] == "nf4":
         applied.append("transformer:nf4")  # quantized while loading (FluxLoraRunner.setup)
     elif chosen["transformer"] != "none":
-        # LoRA adapters (lora_A/lora_B) stay in bf16: only the frozen base layers are quantized, so
-        # hot-swapping keeps copying plain tensors.
-        not_lora = lambda m, name: "lora_" not in name  # noqa: E731
         if chosen["transformer"] == "int8":
             quantize.apply_int8_weight_only(transformer, filter_fn=not_lora)
         else:
@@ -165,9 +168,8 @@ class FluxLoraRunner(BaseRunner):
             self.user_loras = user_lora.AdapterCache()
         if low_memory:
             with phases("to_gpu_4bit"):
-                # The base layers only: adapters stay 16-bit, so hot-swapping still copies plain tensors.
                 quantize.to_device_nf4(self.pipe.transformer, self.hw.device, compute_dtype=self.hw.dtype,
-                                       filter_fn=lambda m, name: "lora_" not in name)
+                                       filter_fn=not_lora)
                 self.pipe.to(self.hw.device)
                 self.router.to_device()
         with phases("compile_cache"):

@@ -121,15 +121,17 @@ class LoraTriggerRouter:
     def to_device(self) -> None:
         """After the model moved (the low-memory load quantizes it onto the GPU after attach()): the kept adapters
         follow the slot, so a swap stays a copy on the device."""
-        self._ready = {name: [w.to(p.device, p.dtype) for w, p in zip(weights, self._slot.values(), strict=True)]
-                       for name, weights in self._ready.items()}
+        self._ready = {name: self._like_slot(weights) for name, weights in self._ready.items()}
         if self._user is not None:
-            self._user = (self._user[0], [w.to(p.device, p.dtype) for w, p in zip(self._user[1], self._slot.values(),
-                                                                                    strict=True)])
+            self._user = (self._user[0], self._like_slot(self._user[1]))
 
     def _on_device(self, padded: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """A padded adapter as the slot holds it: in slot order, on its device, in its dtype."""
-        return [padded[key].to(param.device, param.dtype) for key, param in self._slot.items()]
+        return self._like_slot([padded[key] for key in self._slot])
+
+    def _like_slot(self, weights: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Weights in slot order moved to each slot parameter's device and dtype."""
+        return [w.to(param.device, param.dtype) for w, param in zip(weights, self._slot.values(), strict=True)]
 
     def activate(self, route: Route, scale: float = 1.0) -> bool:
         """Hot-swap the route's adapter, at `scale`, into the slot; returns whether a swap happened."""
