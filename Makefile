@@ -3,7 +3,7 @@
 #   make test                      unit, integration and canary tests on CPU (sets itself up)
 #   make lint                      ruff (rules in pyproject.toml)
 #   make predict D=<deployment> I='prompt="a red fox" trigger_word=Anime'
-#   make serve D=<deployment>      the Cog server on http://127.0.0.1:5000 (POST /predictions)
+#   make serve D=<deployment>      the Cog server on http://127.0.0.1:5000 (POST /predictions); GUARD=1 behind shared.request_guard
 #   make canary STABLE=<target> CANDIDATE=<target> [D=<deployment>] [ARGS=--dry-run]
 #                                  compare a candidate with stable (Cog URL, owner/model:version, deployment:owner/name)
 #   make <deployment>              that deployment's example request through the Cog server -> outputs/
@@ -70,7 +70,7 @@ predict: $(STAMP)
 
 serve: $(STAMP)
 	@test -n "$(D)" || { echo "usage: make serve D=<deployment>  (deployments: $(DEPLOYMENTS))"; exit 2; }
-	$(PY) -m shared.cogserver serve $(D) --port $(or $(PORT),5000)
+	$(PY) -m shared.cogserver serve $(D) --port $(or $(PORT),5000) $(if $(GUARD),--guard)
 
 # One target per deployment, e.g. `make smollm3-3b`: its example request through the Cog server.
 $(DEPLOYMENTS): $(STAMP)

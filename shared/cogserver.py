@@ -109,8 +109,11 @@ class CogServer:
     """A real Cog server for one deployment on a loopback port; use as a context manager."""
 
     def __init__(self, deployment: str, *, port: int | None = None, env: dict | None = None,
-                 setup_timeout: float = 600, log_path: Path | None = None, folder: Path | None = None):
+                 setup_timeout: float = 600, log_path: Path | None = None, folder: Path | None = None,
+                 guard: bool = False):
         self.dep = DEPLOYMENTS[deployment]
+        # Behind shared.request_guard (ids checked in front), as `python -m shared.request_guard` runs it.
+        self.guard = guard
         # The predictor's folder (predict.py + .cog/): the deployment's own unless a variant is given.
         self.folder = Path(folder or self.dep.folder)
         self.port = port or free_port()
@@ -129,6 +132,8 @@ class CogServer:
         env.setdefault("COG_LOG_LEVEL", "warn")
         # A built image serves @cog.concurrent(max=N) requests at once; this server reads only the variable.
         env["COG_MAX_CONCURRENCY"] = str(declared_concurrency(self.folder / "predict.py"))
+        if self.guard:
+            env["COG_INNER_PORT"] = str(free_port())
         env.update(self.extra_env)
         return env
 
@@ -144,8 +149,9 @@ class CogServer:
     def launch(self) -> "CogServer":
         """Start the process without waiting for setup (several servers can then set up at once)."""
         log = open(self.log_path, "ab")
+        server = "shared.request_guard" if self.guard else "cog.server.http"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1"],
+            [sys.executable, "-m", server, "--host", "127.0.0.1"],
             cwd=self.folder, env=self.environment(), stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
@@ -327,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("serve", help="start the server in the foreground")
     s.add_argument("deployment", choices=list(DEPLOYMENTS))
     s.add_argument("--port", type=int, default=5000)
+    s.add_argument("--guard", action="store_true", help="behind shared.request_guard, as a self-hosted image runs")
     d = sub.add_parser("demo", help="every deployment: start its server, send its example, save the output")
     d.add_argument("deployments", nargs="*", default=list(DEPLOYMENTS))
     args = parser.parse_args(argv)
@@ -335,11 +342,11 @@ def main(argv: list[str] | None = None) -> int:
         return demo(args.deployments)
 
     if args.command == "serve":
-        server = CogServer(args.deployment, port=args.port, log_path=Path("/dev/stdout"))
+        server = CogServer(args.deployment, port=args.port, log_path=Path("/dev/stdout"), guard=args.guard)
         print(f"{args.deployment}: starting the Cog server on {server.url} (Ctrl-C stops it)", flush=True)
         os.chdir(server.dep.folder)
-        os.execvpe(sys.executable, [sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1"],
-                   server.environment())
+        module = "shared.request_guard" if args.guard else "cog.server.http"
+        os.execvpe(sys.executable, [sys.executable, "-m", module, "--host", "127.0.0.1"], server.environment())
 
     inputs = example_inputs(args.deployment) if args.example else {}
     inputs.update(parse_inputs(shlex.split(args.inputs) + args.input))

@@ -4,6 +4,7 @@ These live in Cog, not here: each test pins the behaviour the docs describe, so 
 fails here and the docs get updated with it."""
 
 import json
+from pathlib import Path
 
 import requests
 
@@ -62,3 +63,51 @@ def test_each_bad_id_takes_one_slot_of_eight():
             assert body["status"] == "failed" and "output dir" in body["error"], body
             after = post_prediction(s.url, SMALL, timeout=60, busy_wait=3)
             assert after.status_code == (200 if i < 7 else 409), i
+
+
+def test_behind_the_request_guard_no_id_blocks_the_server():
+    """The mitigation this repository ships (shared.request_guard, `python -m shared.request_guard` in the
+    image): the ids that block a bare server above are answered 422 naming `id`, and the one-slot server
+    still serves, streams and takes a good id of the client's own."""
+    import uuid
+
+    from shared.cogserver import CogServer, post_prediction, stream_prediction
+    from tests.conftest import TEST_SERVER_ENV
+
+    outside = f"guard-{uuid.uuid4().hex}"  # "../../<outside>" would be /tmp/<outside> on a bare server
+    with CogServer(NAME, env={**TEST_SERVER_ENV, "COG_MAX_CONCURRENCY": "1"}, setup_timeout=300, guard=True) as s:
+        for bad in ["a\u0000b", "x" * 300, "é" * 200, f"../../{outside}/y"]:
+            r = requests.post(f"{s.url}/predictions", json={"id": bad, "input": SMALL}, timeout=60)
+            assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "id"], (bad, r.text)
+        for raw in ["c%00d", f"..%2F..%2F{outside}"]:
+            r = requests.put(f"{s.url}/predictions/{raw}", json={"input": SMALL}, timeout=60)
+            assert r.status_code == 422 and "1 to 128" in r.json()["detail"][0]["msg"], (raw, r.text)
+        after = post_prediction(s.url, SMALL, timeout=60, busy_wait=3)
+        assert after.status_code == 200 and after.json()["status"] == "succeeded", after.text
+        mine = requests.put(f"{s.url}/predictions/my-own_id-1", json={"input": SMALL}, timeout=60).json()
+        assert (mine["id"], mine["status"]) == ("my-own_id-1", "succeeded")
+        events = [event for event, _ in stream_prediction(s.url, SMALL, timeout=60)]
+        assert events[0] == "start" and events[-1] == "completed" and "output" in events
+        # Passed through as sent: without a JSON Content-Type the server answers as it does directly (above).
+        assert "Field required" in rejected(requests.post(f"{s.url}/predictions", data=json.dumps({"input": SMALL})), "prompt")
+        assert requests.get(f"{s.url}/health-check", timeout=10).json()["status"] == "READY"
+    assert not (Path("/tmp") / outside).exists()  # the bare server makes /tmp/coglet/predictions/../../<outside>
+
+
+def test_the_request_guard_and_the_server_stop_together():
+    """Stopping the guard stops Cog's server (a `docker stop` reaches only the guard); a server that exits
+    takes the guard with it (the container stops, as a bare server's would)."""
+    import signal
+
+    import psutil
+
+    from shared.cogserver import CogServer
+    from tests.conftest import TEST_SERVER_ENV
+
+    for stopped in ("guard", "server"):
+        with CogServer(NAME, env=TEST_SERVER_ENV, setup_timeout=300, guard=True) as s:
+            guard = psutil.Process(s.proc.pid)
+            [server] = [p for p in guard.children() if "cog.server.http" in " ".join(p.cmdline())]
+            (guard if stopped == "guard" else server).send_signal(signal.SIGTERM)
+            gone, alive = psutil.wait_procs([guard, server], timeout=60)
+            assert not alive, (stopped, alive)
