@@ -15,6 +15,11 @@ It starts Cog's server (`python -m cog.server.http`, any further arguments passe
 serves PORT (5000) itself, answers a request whose id does not match ID_PATTERN with 422 naming `id`, and
 passes everything else through unchanged, streamed answers included. It stops with the server, and stops
 the server when it is stopped.
+
+While it is there, it also makes the server keep its schema's word on inputs (coglet 0.23.1 does not):
+`null` for an input the schema calls nullable means "left out" (the server answers 422 `null is not of type
+"integer"`), and an input the schema does not name is refused naming it (the server drops it without a word,
+so a typo such as `max_new_token` was silently lost).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ ID_RULE = "letters, digits, '_' and '-', 1 to 128 of them"
 # The routes whose id becomes a folder name: a create with the id in the path (PUT) or in the body (POST).
 CREATE_IN_PATH = re.compile(r"^/(predictions|trainings)/(?P<id>[^/]*)$")
 CREATE_IN_BODY = re.compile(r"^/(predictions|trainings)$")
+PREDICTION_PATH = re.compile(r"^/predictions/[^/]*$")
 # Headers about one hop of the connection, not the request: each side sets its own.
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
               "host", "content-length"}
@@ -57,27 +63,46 @@ def id_problem(prediction_id: object) -> str | None:
     return None
 
 
-def request_id_problem(method: str, raw_path: str, body: bytes) -> tuple[str, str] | None:
-    """(where, problem) for the id a request would create a prediction under, or None if it can have it.
+def creates_prediction(method: str, raw_path: str) -> bool:
+    path = raw_path.split("?", 1)[0]
+    return (method == "POST" and path == "/predictions") or (method == "PUT" and bool(PREDICTION_PATH.match(path)))
+
+
+def request_id_problem(method: str, raw_path: str, body: bytes) -> tuple[list, str] | None:
+    """(loc, problem) for the id a request would create a prediction under, or None if it can have it.
 
     `raw_path` is the path as sent: the server decodes an id's %2F into a slash after routing on it."""
     path = raw_path.split("?", 1)[0]
     if method == "PUT" and (match := CREATE_IN_PATH.match(path)):
         if problem := id_problem(unquote(match["id"], errors="replace")):
-            return "path", problem
+            return ["path", "id"], problem
     if method in ("POST", "PUT") and (CREATE_IN_BODY.match(path) or CREATE_IN_PATH.match(path)):
         try:
             document = json.loads(body) if body else None
         except (ValueError, UnicodeDecodeError):
             return None  # not JSON: the server answers that itself, and it names no id
         if isinstance(document, dict) and (problem := id_problem(document.get("id"))):
-            return "body", problem
+            return ["body", "id"], problem
     return None
 
 
-def refusal(where: str, problem: str) -> web.Response:
+def input_problem(document: dict, properties: dict) -> tuple[list, str] | None:
+    """Drop from document["input"] each null the schema allows (nullable: left out means its default);
+    (loc, problem) for an input the schema does not name."""
+    inputs = document.get("input")
+    if not isinstance(inputs, dict):
+        return None  # missing or not an object: the server's own answer names it
+    for name in list(inputs):
+        if name not in properties:
+            return ["body", "input", name], f"{name} is not an input of this model; its inputs: {', '.join(properties)}"
+        if inputs[name] is None and properties[name].get("nullable"):
+            del inputs[name]
+    return None
+
+
+def refusal(loc: list, problem: str) -> web.Response:
     # The shape of Cog's own 422, so clients that read `detail` show it the same way.
-    detail = [{"loc": [where, "id"], "msg": problem, "type": "value_error"}]
+    detail = [{"loc": loc, "msg": problem, "type": "value_error"}]
     return web.json_response({"detail": detail}, status=422)
 
 
@@ -91,6 +116,15 @@ def make_app(upstream: str) -> web.Application:
         if refused := request_id_problem(request.method, request.raw_path, body):
             return refusal(*refused)
         session: ClientSession = request.app["session"]
+        if creates_prediction(request.method, request.raw_path) and (properties := await input_properties(request.app)):
+            try:
+                document = json.loads(body)
+            except (ValueError, UnicodeDecodeError):
+                document = None  # the server answers this itself
+            if isinstance(document, dict):
+                if refused := input_problem(document, properties):
+                    return refusal(*refused)
+                body = json.dumps(document).encode()
         try:
             # The path exactly as it was sent (encoded=True): decoding and encoding it again could change it.
             async with session.request(request.method, URL(upstream + request.raw_path, encoded=True),
@@ -106,6 +140,20 @@ def make_app(upstream: str) -> web.Application:
                 return response
         except OSError as e:  # refused or reset: the server is not up (yet), or went away
             return web.json_response({"detail": f"Cog server not reachable: {e.__class__.__name__}"}, status=502)
+
+    known: dict = {}  # the schema's inputs, once read
+
+    async def input_properties(app: web.Application) -> dict | None:
+        """The model's inputs from the server's own schema, read once it answers (None until then)."""
+        if "inputs" not in known:
+            try:
+                async with app["session"].get(f"{upstream}/openapi.json") as answer:
+                    if answer.status == 200:
+                        schema = await answer.json()
+                        known["inputs"] = schema["components"]["schemas"]["Input"]["properties"]
+            except (OSError, ValueError, KeyError):
+                pass  # not up yet: the request goes on unchecked, and the server validates it as ever
+        return known.get("inputs")
 
     async def open_session(app: web.Application):
         # No total timeout: a synchronous prediction holds its request for as long as it runs. Bytes pass as

@@ -68,7 +68,7 @@ def test_each_bad_id_takes_one_slot_of_eight():
 def test_behind_the_request_guard_no_id_blocks_the_server():
     """The mitigation this repository ships (shared.request_guard, `python -m shared.request_guard` in the
     image): the ids that block a bare server above are answered 422 naming `id`, and the one-slot server
-    still serves, streams and takes a good id of the client's own."""
+    still serves, streams and takes a good id of the client's own. It also keeps the schema's word on inputs."""
     import uuid
 
     from shared.cogserver import CogServer, post_prediction, stream_prediction
@@ -88,6 +88,11 @@ def test_behind_the_request_guard_no_id_blocks_the_server():
         assert (mine["id"], mine["status"]) == ("my-own_id-1", "succeeded")
         events = [event for event, _ in stream_prediction(s.url, SMALL, timeout=60)]
         assert events[0] == "start" and events[-1] == "completed" and "output" in events
+        # The schema's word kept: null for the nullable seed is "left out" (the bare server: 422, test above);
+        # a typo is refused naming it (the bare server drops it, test above); a null that is not allowed still is not.
+        assert isinstance(ok(s.predict({**SMALL, "seed": None}))["metrics"]["seed"], int)
+        assert "not an input" in rejected(requests.post(f"{s.url}/predictions", json={"input": {**SMALL, "max_new_token": 3}}), "max_new_token")
+        assert "integer" in rejected(requests.post(f"{s.url}/predictions", json={"input": {**SMALL, "max_new_tokens": None}}), "max_new_tokens")
         # Passed through as sent: without a JSON Content-Type the server answers as it does directly (above).
         assert "Field required" in rejected(requests.post(f"{s.url}/predictions", data=json.dumps({"input": SMALL})), "prompt")
         assert requests.get(f"{s.url}/health-check", timeout=10).json()["status"] == "READY"

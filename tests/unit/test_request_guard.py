@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from shared.request_guard import request_id_problem
+from shared.request_guard import creates_prediction, input_problem, request_id_problem
 
 BAD_IDS = ["a\u0000b", "x" * 129, "é" * 200, "../../x/y", "/etc/x", "a.b", "", 5, ["a"]]
 GOOD_IDS = ["rrr4z55ocneqzikepnug6xezpe", "0b1c3a9e-7d7e-4bb0-9d0a-6a1b6c1f2e3d", "x" * 128, "a_b-C"]
@@ -19,13 +19,13 @@ def body(prediction_id) -> bytes:
 @pytest.mark.parametrize("path", ["/predictions", "/trainings", "/predictions/ok"])
 def test_an_id_in_the_body_that_cannot_be_a_folder_name_is_refused(prediction_id, path):
     method = "PUT" if path.count("/") == 2 else "POST"
-    where, problem = request_id_problem(method, path, body(prediction_id))
-    assert where == "body" and "prediction id" in problem and "1 to 128" in problem
+    loc, problem = request_id_problem(method, path, body(prediction_id))
+    assert loc == ["body", "id"] and "prediction id" in problem and "1 to 128" in problem
 
 
 @pytest.mark.parametrize("raw", ["c%00d", "..%2F..%2Fx", "%2Fetc", "x" * 129, "%C3%A9" * 3, "%ff", "a.b"])
 def test_an_id_in_the_path_is_read_as_the_server_decodes_it(raw):
-    assert request_id_problem("PUT", f"/predictions/{raw}", b'{"input": {}}')[0] == "path"
+    assert request_id_problem("PUT", f"/predictions/{raw}", b'{"input": {}}')[0] == ["path", "id"]
 
 
 @pytest.mark.parametrize("prediction_id", GOOD_IDS + [None])
@@ -43,3 +43,32 @@ def test_ids_that_fit_and_no_id_pass(prediction_id):
 ])
 def test_requests_that_create_nothing_pass_unread(method, path, data):
     assert request_id_problem(method, path, data) is None
+
+
+PROPERTIES = {"prompt": {"type": "string"}, "seed": {"type": "integer", "nullable": True},
+              "max_new_tokens": {"type": "integer", "default": 512}}
+
+
+def test_null_for_a_nullable_input_is_left_out_as_the_schema_says():
+    document = {"input": {"prompt": "hi", "seed": None}}
+    assert input_problem(document, PROPERTIES) is None
+    assert document == {"input": {"prompt": "hi"}}
+
+
+def test_null_for_an_input_that_is_not_nullable_goes_on_for_the_server_to_refuse():
+    document = {"input": {"prompt": None, "max_new_tokens": None}}
+    assert input_problem(document, PROPERTIES) is None and document["input"] == {"prompt": None, "max_new_tokens": None}
+
+
+def test_an_input_the_schema_does_not_name_is_refused_naming_it_and_the_inputs():
+    loc, problem = input_problem({"input": {"prompt": "hi", "max_new_token": 3}}, PROPERTIES)
+    assert loc == ["body", "input", "max_new_token"]
+    assert problem.startswith("max_new_token is not an input") and "prompt, seed, max_new_tokens" in problem
+
+
+@pytest.mark.parametrize("method,path,creates", [
+    ("POST", "/predictions", True), ("POST", "/predictions?x=1", True), ("PUT", "/predictions/abc", True),
+    ("POST", "/predictions/abc/cancel", False), ("GET", "/predictions/abc", False), ("POST", "/trainings", False),
+])
+def test_which_requests_carry_a_models_input(method, path, creates):
+    assert creates_prediction(method, path) is creates
