@@ -220,8 +220,11 @@ class TextGenerationRunner(BaseRunner):
         limit = self.window()
         max_new_tokens = int(max_new_tokens)  # the server passes an integral float (4.0) through as it came
         if prompt_tokens >= limit:
-            raise InputError("prompt", f"has {prompt_tokens} tokens with the chat template; this deployment serves "
-                                       f"{limit} tokens per request (prompt + max_new_tokens)")
+            # Name the input that made it long: the system prompt when it is the larger part.
+            asked = sum(len(str(m.get("content", ""))) for m in messages if m.get("role") != "system")
+            field, with_other = ("system_prompt", " with the prompt") if len(system_prompt) > asked else ("prompt", "")
+            raise InputError(field, f"has {prompt_tokens} tokens{with_other} and the chat template; this deployment "
+                                    f"serves {limit} tokens per request (prompt + system_prompt + max_new_tokens)")
         if prompt_tokens + max_new_tokens > limit:
             raise InputError("max_new_tokens", f"the prompt has {prompt_tokens} tokens, so max_new_tokens must be at most "
                              f"{limit - prompt_tokens} ({limit} tokens per request)")

@@ -1,8 +1,9 @@
 """Fuzz one deployment's real Cog server with requests made from its committed schema.
 
-    python -m tests.fuzz <deployment> [--requests 300] [--seed 0] [--url http://127.0.0.1:5000] [--out FILE]
+    python -m tests.fuzz <deployment> [--requests 300] [--seed 0] [--url http://127.0.0.1:5000] [--guard] [--out FILE]
 
-Without --url it starts the deployment's server on tiny weights. Each request is one of:
+Without --url it starts the deployment's server on tiny weights (--guard: behind shared.request_guard, and
+hostile prediction ids are sent too, which a bare coglet 0.23.1 does not survive). Each request is one of:
   valid     every input drawn inside its schema (costly ones kept small): must succeed; the one valid
             request that may fail is img2img with strength x steps < 1, and it must say "strength"
   hostile   one input set to an edge or hostile value of its type (NUL bytes, 100 kB text, a server path
@@ -11,6 +12,7 @@ Without --url it starts the deployment's server on tiny weights. Each request is
   invalid   one input out of range or of the wrong type, an unknown input, a required one missing: 422 (or
             400 from the JSON parser); Cog ignores an unknown input, which is recorded
   body      a malformed request body (not JSON, `input` not an object, no body): a 4xx
+  id        (--guard only) valid input under a prediction id that cannot be a folder name: 422 naming `id`
 After every request: no 5xx, no slot left busy (a 409 outlasting the client's retries). At the end the
 server must say READY and answer a valid request. `tests/integration/test_fuzz.py` runs a subset in CI.
 """
@@ -92,9 +94,12 @@ class Case:
     note: str = ""
 
 
+HOSTILE_IDS = ["a\x00b", "x" * 300, "é" * 200, "../../fuzz-escape/y", "/tmp/fuzz-absolute", "", "a/b", "a.b"]
+
+
 class Generator:
-    def __init__(self, deployment: str, rng: random.Random):
-        self.deployment, self.rng = deployment, rng
+    def __init__(self, deployment: str, rng: random.Random, *, guarded: bool = False):
+        self.deployment, self.rng, self.guarded = deployment, rng, guarded
         self.fields = fields_of(deployment)
         self.by_name = {f.name: f for f in self.fields}
         self.triggers = [t for lora in catalog.get(deployment).loras for t in lora.triggers]
@@ -175,7 +180,9 @@ class Generator:
 
     def case(self) -> Case:
         rng = self.rng
-        kind = rng.choices(["valid", "hostile", "invalid", "body"], weights=[3, 4, 4, 1])[0]
+        kind = rng.choices(["valid", "hostile", "invalid", "body", "id"], weights=[3, 4, 4, 1, 1 if self.guarded else 0])[0]
+        if kind == "id":
+            return Case("id", {"id": rng.choice(HOSTILE_IDS), "input": self.valid_input()}, "id")
         if kind == "valid":
             return Case("valid", {"input": self.valid_input()})
         if kind == "hostile":
@@ -219,6 +226,9 @@ def judge(case: Case, r: requests.Response, deployment: str) -> str | None:
         return "slot still busy after the client's retries (stuck?)"
     if case.kind == "body":
         return None if 400 <= r.status_code < 500 else f"malformed body answered {r.status_code}"
+    if case.kind == "id":
+        named = r.status_code == 422 and any(d["loc"][-1] == "id" for d in r.json().get("detail", []))
+        return None if named else f"hostile id answered {r.status_code}: {r.text[:200]}"
     if case.kind == "invalid" and case.about == UNKNOWN:
         # Cog's server (coglet 0.23.1) drops inputs the schema does not name, without a word: a typo in an
         # input's name is lost silently (docs/operations.md). Recorded, not a failure of this repo.
@@ -249,8 +259,8 @@ def judge(case: Case, r: requests.Response, deployment: str) -> str | None:
     return None if case.about in error else f"{case.about}={sent!r} failed without naming it: {error[:300]}"
 
 
-def run(deployment: str, url: str, requests_n: int, seed: int, log=print) -> Report:
-    gen, report = Generator(deployment, random.Random(seed)), Report(deployment)
+def run(deployment: str, url: str, requests_n: int, seed: int, log=print, *, guarded: bool = False) -> Report:
+    gen, report = Generator(deployment, random.Random(seed), guarded=guarded), Report(deployment)
     started = time.monotonic()
     for i in range(requests_n):
         case = gen.case()
@@ -288,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--url", help="a running server (default: start one on tiny weights)")
+    parser.add_argument("--guard", action="store_true", help="the server behind shared.request_guard; hostile ids too")
     parser.add_argument("--out", help="write the report as JSON here")
     args = parser.parse_args(argv)
     server = None
@@ -296,9 +307,10 @@ def main(argv: list[str] | None = None) -> int:
 
         from .conftest import TEST_SERVER_ENV
 
-        server = CogServer(args.deployment, env={**TEST_SERVER_ENV, "WEIGHT_PROFILE": "tiny"}, setup_timeout=300).start()
+        server = CogServer(args.deployment, env={**TEST_SERVER_ENV, "WEIGHT_PROFILE": "tiny"}, setup_timeout=300,
+                           guard=args.guard).start()
     try:
-        report = run(args.deployment, args.url or server.url, args.requests, args.seed)
+        report = run(args.deployment, args.url or server.url, args.requests, args.seed, guarded=args.guard)
     finally:
         if server:
             server.stop()

@@ -91,8 +91,10 @@ def test_behind_the_request_guard_no_id_blocks_the_server():
         # The schema's word kept: null for the nullable seed is "left out" (the bare server: 422, test above);
         # a typo is refused naming it (the bare server drops it, test above); a null that is not allowed still is not.
         assert isinstance(ok(s.predict({**SMALL, "seed": None}))["metrics"]["seed"], int)
-        assert "not an input" in rejected(requests.post(f"{s.url}/predictions", json={"input": {**SMALL, "max_new_token": 3}}), "max_new_token")
-        assert "integer" in rejected(requests.post(f"{s.url}/predictions", json={"input": {**SMALL, "max_new_tokens": None}}), "max_new_tokens")
+        typo = requests.post(f"{s.url}/predictions", json={"input": {**SMALL, "max_new_token": 3}})
+        assert "not an input" in rejected(typo, "max_new_token")
+        not_nullable = requests.post(f"{s.url}/predictions", json={"input": {**SMALL, "max_new_tokens": None}})
+        assert "integer" in rejected(not_nullable, "max_new_tokens")
         # Passed through as sent: without a JSON Content-Type the server answers as it does directly (above).
         assert "Field required" in rejected(requests.post(f"{s.url}/predictions", data=json.dumps({"input": SMALL})), "prompt")
         assert requests.get(f"{s.url}/health-check", timeout=10).json()["status"] == "READY"

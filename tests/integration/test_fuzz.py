@@ -42,3 +42,30 @@ def test_the_judge_catches_a_5xx_a_stuck_slot_a_refused_valid_input_and_an_error
     assert "without an output" in fuzz.judge(valid, Response(200, {"status": "succeeded", "output": []}), "smollm3-3b")
     hidden_only = {"status": "succeeded", "output": [], "metrics": {"output_token_count": 1}}
     assert fuzz.judge(valid, Response(200, hidden_only), "smollm3-3b") is None
+
+
+def test_behind_the_guard_hostile_ids_are_refused_and_the_one_slot_server_keeps_serving():
+    """The same fuzz with hostile prediction ids among the requests, through shared.request_guard; a bare
+    coglet 0.23.1 is left stuck by the first of them (tests/integration/test_cog_server_behaviour.py)."""
+    from shared.cogserver import CogServer
+    from tests.conftest import TEST_SERVER_ENV
+
+    with CogServer("smollm3-3b", env={**TEST_SERVER_ENV, "COG_MAX_CONCURRENCY": "1"}, setup_timeout=300, guard=True) as s:
+        report = fuzz.run("smollm3-3b", s.url, SUBSET, seed=11, log=lambda *_: None, guarded=True)
+    assert not report.violations, report.violations[:5]
+    assert report.outcomes["id:422"] >= 3, report.outcomes
+
+
+def test_the_judge_wants_a_hostile_id_refused_by_name():
+    class Response:
+        def __init__(self, status_code, body):
+            self.status_code, self._body, self.text = status_code, body, str(body)
+
+        def json(self):
+            return self._body
+
+    case = fuzz.Case("id", {"id": "a\x00b", "input": {"prompt": "hi"}}, "id")
+    assert fuzz.judge(case, Response(422, {"detail": [{"loc": ["body", "id"], "msg": "..."}]}), "smollm3-3b") is None
+    assert "hostile id answered 200" in fuzz.judge(case, Response(200, {"status": "failed", "error": "output dir"}), "smollm3-3b")
+    other = Response(422, {"detail": [{"loc": ["body", "input", "prompt"]}]})
+    assert "hostile id answered 422" in fuzz.judge(case, other, "smollm3-3b")

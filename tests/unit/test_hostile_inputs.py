@@ -62,6 +62,15 @@ def test_a_long_prompt_is_an_error_on_the_prompt(runners):
     assert err.value.field == "prompt" and "tokens" in str(err.value)
 
 
+def test_a_long_system_prompt_is_an_error_on_the_system_prompt(runners):
+    """Found by the fuzz (seed 11): a 100 kB system_prompt was reported as a too long `prompt`."""
+    runner = runners("smollm3-3b")
+    with pytest.raises(InputError) as err:
+        list(collect(runner.stream(messages=[{"role": "user", "content": "What is in the picture?"}], max_new_tokens=8,
+                                   temperature=0, top_p=0.9, seed=1, system_prompt="x" * 100_000)))
+    assert err.value.field == "system_prompt" and "with the prompt" in str(err.value)
+
+
 def test_an_integral_float_is_taken_as_the_integer(runners):
     runner = runners("smollm3-3b")
     text = "".join(collect(runner.stream(messages=[{"role": "user", "content": "hi"}], max_new_tokens=4.0,
