@@ -225,6 +225,15 @@ class FluxLoraRunner(BaseRunner):
             )
         return result.images[0], swapped
 
+    def encode_prompt(self, prompt: str) -> dict:
+        """The prompt as the transformer reads it (T5's sequence, CLIP's pooled vector), for the pipeline's
+        prompt_embeds: the same tensors the pipeline would compute from `prompt` (the LoRAs touch only the
+        transformer, so they do not change with the style)."""
+        with explain_oom("prompt"), torch.inference_mode():
+            prompt_embeds, pooled, _ = self.pipe.encode_prompt(prompt=prompt, prompt_2=None, device=self.pipe.device,
+                                                               max_sequence_length=self.max_sequence_length)
+        return {"prompt_embeds": prompt_embeds, "pooled_prompt_embeds": pooled}
+
     def route(self, trigger_word: str | None, lora_weights: str | None):
         """A style by trigger word, or the user's own LoRA (downloaded, checked, kept ready), or the base model."""
         if not lora_weights:
@@ -284,8 +293,9 @@ class FluxLoraRunner(BaseRunner):
         log_event("predict.start", deployment=self.dep.name, trigger=route.trigger, adapter=route.adapter,
                   lora_scale=lora_scale, seeds=seeds, steps=steps, **report)
         paths, swaps = [], []
+        encoded = self.encode_prompt(prompt)  # T5 and CLIP once for all the images (60-88 ms of T5 each time)
         for image_seed in seeds:
-            image, swapped = self.generate_image({"prompt": prompt, **call}, steps=steps,
+            image, swapped = self.generate_image({**encoded, **call}, steps=steps,
                                                  guidance=guidance, seed=image_seed, route=route, lora_scale=lora_scale)
             parameters = self.generation_parameters(route, lora_scale, steps, guidance, image_seed, image, call)
             paths.append(save(image, output_format, output_quality, pnginfo=png_text(parameters, prompt)))

@@ -189,3 +189,22 @@ def test_alpha_and_scale_are_baked_into_the_weights(tmp_path, flux):
     raw = {k.removeprefix("transformer."): v for k, v in FluxPipeline.lora_state_dict(
         str(tmp_path), weight_name="pytorch_lora_weights.safetensors").items()}
     torch.testing.assert_close(normalized[key_b], raw[key_b.removeprefix("transformer.")] * 3.0)
+
+
+def test_the_prompt_is_encoded_once_for_all_images_and_gives_the_pixels_the_prompt_gives(flux):
+    """num_outputs images share one T5 + CLIP pass (run_and_save), and the images are those the pipeline makes
+    from the prompt itself, style applied (the LoRAs touch only the transformer)."""
+    from PIL import Image
+
+    calls = []
+    hooks = [encoder.register_forward_hook(lambda module, args, out: calls.append(type(module).__name__))
+             for encoder in (flux.pipe.text_encoder, flux.pipe.text_encoder_2)]
+    try:
+        paths = flux.run_and_save(prompt="a cat", trigger_word="Anime", seed=7, steps=2, guidance=3.5, output_format="png",
+                                  output_quality=90, call={"width": 256, "height": 256}, report={}, num_outputs=3)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(paths) == 3 and sorted(calls) == ["CLIPTextModel", "T5EncoderModel"], calls
+    for i, path in enumerate(paths):
+        assert np.array_equal(np.asarray(Image.open(path)).astype(np.int16), _image(flux, "Anime", seed=7 + i))
