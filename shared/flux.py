@@ -6,13 +6,15 @@ slot, then `optimize()`. run() (in the subclasses): route the trigger word, hot-
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
 import torch
 from cog import BaseRunner
 
-from . import catalog, compile as selective_compile, compile_cache, options as opts, quantize, user_lora, url_input, weights
+from . import catalog, compile as selective_compile, compile_cache, options as opts, quantize, step_cache, user_lora
+from . import url_input, weights
 from .builders import flux as flux_builder
 from .builders.loras import STANDIN_VERSION, write_random_lora
 from .graphed_step import GraphedForward
@@ -210,19 +212,25 @@ class FluxLoraRunner(BaseRunner):
     def warmup_inputs(self, width: int, height: int) -> dict:
         raise NotImplementedError
 
-    def generate_image(self, call: dict, *, steps: int, guidance: float, seed: int, route, lora_scale: float = 1.0):
-        """One generation with the route's adapter hot-swapped in; `call` holds the task's own arguments."""
+    def generate_image(self, call: dict, *, steps: int, guidance: float, seed: int, route, lora_scale: float = 1.0,
+                       go_fast: dict | None = None):
+        """One generation with the route's adapter hot-swapped in; `call` holds the task's own arguments.
+        With `go_fast` (a dict), the transformer skips the steps the first-block cache finds alike
+        (shared/step_cache.py), and the dict gets the steps computed and skipped."""
         started = time.perf_counter()
-        swapped = self.router.activate(route, lora_scale)
+        swapped = self.router.activate(route, lora_scale)  # before the cache wraps the blocks: it finds them by name
         if swapped:
             log_event("lora.swapped", adapter=route.adapter, scale=lora_scale,
                       ms=round(1000 * (time.perf_counter() - started), 1))
         generator = seed_everything(seed)
-        with explain_oom("width/height or num_inference_steps"), torch.inference_mode():
+        cache = step_cache.first_block_cache(self.pipe.transformer) if go_fast is not None else contextlib.nullcontext()
+        with explain_oom("width/height or num_inference_steps"), torch.inference_mode(), cache as state:
             result = self.pipe(
                 num_inference_steps=steps, guidance_scale=guidance, generator=generator,
                 max_sequence_length=self.max_sequence_length, **call,
             )
+        if go_fast is not None:
+            go_fast.update(steps_computed=state.computed, steps_skipped=state.skipped, threshold=state.threshold)
         return result.images[0], swapped
 
     def encode_prompt(self, prompt: str) -> dict:
@@ -276,7 +284,8 @@ class FluxLoraRunner(BaseRunner):
 
     def run_and_save(self, *, prompt: str, trigger_word: str | None, seed: int | None, steps: int,
                      guidance: float, output_format: str, output_quality: int, call: dict, report: dict,
-                     lora_weights: str | None = None, lora_scale: float = 1.0, num_outputs: int = 1) -> list[Path]:
+                     lora_weights: str | None = None, lora_scale: float = 1.0, num_outputs: int = 1,
+                     go_fast: bool = False) -> list[Path]:
         """Route, generate, save and report: the body both FLUX deployments share.
 
         `num_outputs` images are made one after another, image i with seed + i: each is the image a request
@@ -291,18 +300,23 @@ class FluxLoraRunner(BaseRunner):
         seed = resolve_seed(seed)
         seeds = [(seed + i) % (SEED_MAX + 1) for i in range(num_outputs)]
         log_event("predict.start", deployment=self.dep.name, trigger=route.trigger, adapter=route.adapter,
-                  lora_scale=lora_scale, seeds=seeds, steps=steps, **report)
-        paths, swaps = [], []
+                  lora_scale=lora_scale, seeds=seeds, steps=steps, go_fast=go_fast, **report)
+        paths, swaps, skipped = [], [], []
         encoded = self.encode_prompt(prompt)  # T5 and CLIP once for all the images (60-88 ms of T5 each time)
         for image_seed in seeds:
-            image, swapped = self.generate_image({**encoded, **call}, steps=steps,
-                                                 guidance=guidance, seed=image_seed, route=route, lora_scale=lora_scale)
+            cache = {} if go_fast else None
+            image, swapped = self.generate_image({**encoded, **call}, steps=steps, guidance=guidance, seed=image_seed,
+                                                 route=route, lora_scale=lora_scale, go_fast=cache)
             parameters = self.generation_parameters(route, lora_scale, steps, guidance, image_seed, image, call)
+            if go_fast:
+                skipped.append(cache["steps_skipped"])
+                parameters["First block cache"] = f"threshold {cache['threshold']}, {cache['steps_skipped']} steps skipped"
             paths.append(save(image, output_format, output_quality, pnginfo=png_text(parameters, prompt)))
             swaps.append(swapped)
         seconds = round(time.perf_counter() - started, 3)
+        go_fast_metrics = {"go_fast_steps_skipped": skipped} if go_fast else {}
         for key, value in {"image_count": len(paths), "seed": seed, "seeds": seeds, "width": image.width,
-                           "height": image.height, "lora": route.label, **report}.items():
+                           "height": image.height, "lora": route.label, **go_fast_metrics, **report}.items():
             self.record_metric(key, value)
         size = f"{image.width}x{image.height}"
         del image, call  # the last output and the decoded input, before the heap is trimmed

@@ -14,6 +14,7 @@ from .catalog import Deployment
 from .flux import MAX_OUTPUTS, MAX_SIDE, MIN_SIDE, SIZE_MULTIPLE
 from .images import ASPECT_RATIOS, OUTPUT_FORMATS
 from .runtime import SEED_MAX
+from .step_cache import THRESHOLD
 
 # name -> the fields an input of that name has in every deployment that takes it. Fields left out
 # (max_new_tokens' default and maximum, top_p's default, an image's description) are per deployment.
@@ -34,6 +35,9 @@ SHARED: dict[str, dict] = {
     "num_outputs": dict(default=1, ge=1, le=MAX_OUTPUTS,
                         description=f"How many images to make (1-{MAX_OUTPUTS}), one after another: image i uses seed + i, "
                                     "so each can be made again alone; the seeds are in metrics.seeds and each PNG's text."),
+    "go_fast": dict(default=False, description="Skip the denoising steps that would change the image least (first-block "
+                                               f"cache, threshold {THRESHOLD}): faster, but not the exact image the same "
+                                               "seed gives without it; the steps skipped are in metrics.go_fast_steps_skipped."),
     "output_format": dict(default="png", choices=list(OUTPUT_FORMATS), description="Format of the output image."),
     "output_quality": dict(default=90, ge=1, le=100,
                            description="Quality for lossy formats (webp, jpg), 1-100; ignored for png."),

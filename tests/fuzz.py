@@ -174,6 +174,8 @@ class Generator:
             value = rng.choice(["", 5, [], {}])
         elif f.type == "string":
             value = rng.choice([5, [], {}, True])
+        elif f.type == "boolean":  # JSON's true is this field's type, not a wrong one
+            value = rng.choice([v for v in WRONG_TYPES if not isinstance(v, bool)] + ["abc", 1])
         else:
             value = rng.choice(WRONG_TYPES + ["abc"])
         return Case("invalid", {"input": {**base, f.name: value}}, f.name)

@@ -38,6 +38,7 @@ class Runner(FluxLoraRunner):
         guidance_scale: float = Input(default=3.5, ge=0.0, le=10.0, description="How closely the image follows the prompt."),
         seed: Optional[int] = Input(default=None, ge=0, le=4294967295, description="Random seed for a repeatable result; leave empty for a random one (the seed used is reported in metrics.seed)."),
         num_outputs: int = Input(default=1, ge=1, le=4, description="How many images to make (1-4), one after another: image i uses seed + i, so each can be made again alone; the seeds are in metrics.seeds and each PNG's text."),
+        go_fast: bool = Input(default=False, description="Skip the denoising steps that would change the image least (first-block cache, threshold 0.08): faster, but not the exact image the same seed gives without it; the steps skipped are in metrics.go_fast_steps_skipped."),
         output_format: str = Input(default="png", choices=["png", "webp", "jpg"], description="Format of the output image."),
         output_quality: int = Input(default=90, ge=1, le=100, description="Quality for lossy formats (webp, jpg), 1-100; ignored for png."),
     ) -> list[Path]:
@@ -52,7 +53,7 @@ class Runner(FluxLoraRunner):
         return self.run_and_save(
             prompt=prompt, trigger_word=trigger_word, lora_weights=lora_weights, lora_scale=lora_scale, seed=seed,
             steps=num_inference_steps, guidance=guidance_scale,
-            output_format=output_format, output_quality=output_quality, num_outputs=num_outputs,
+            output_format=output_format, output_quality=output_quality, num_outputs=num_outputs, go_fast=go_fast,
             call={"image": source, "strength": strength, "width": w, "height": h},
             report={"input_size": f"{source.width}x{source.height}"},
         )

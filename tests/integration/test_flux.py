@@ -47,6 +47,25 @@ def test_num_outputs_gives_each_image_the_one_its_own_seed_gives_alone(server, e
     assert len({raw_bytes(uri) for uri in two["output"]}) == 2 and two["metrics"]["seeds"] == [5, 6]
 
 
+def test_go_fast_is_opt_in_and_says_what_it_skipped(server, example_image):
+    """The default is the exact path (the request without go_fast gives the same bytes as go_fast=false);
+    go_fast reports its skipped steps per image, in the metrics and in each PNG's text. Which steps the cache
+    skips depends on the weights (tests/unit/test_step_cache.py forces both ways on the tiny model)."""
+    import json
+
+    steps = {**FAST, "num_inference_steps": 8}
+    exact = ok(server(T2I).predict(steps))
+    assert raw_bytes(only(exact)) == raw_bytes(only(ok(server(T2I).predict({**steps, "go_fast": False}))))
+    assert "go_fast_steps_skipped" not in exact["metrics"]
+    fast = ok(server(T2I).predict({**steps, "go_fast": True, "num_outputs": 2}))
+    skipped = fast["metrics"]["go_fast_steps_skipped"]
+    assert len(skipped) == 2 and all(0 <= n < 8 for n in skipped)
+    made = [json.loads(decode_image(uri).text["generation"]) for uri in fast["output"]]
+    assert [m["First block cache"] for m in made] == [f"threshold 0.08, {n} steps skipped" for n in skipped]
+    img2img = ok(server(I2I).predict({**steps, "image": example_image, "go_fast": True}))
+    assert len(img2img["metrics"]["go_fast_steps_skipped"]) == 1
+
+
 def test_a_random_seed_is_reported_and_reproduces_the_image(server):
     first = ok(server(T2I).predict({k: v for k, v in FAST.items() if k != "seed"}))
     again = ok(server(T2I).predict({**FAST, "seed": first["metrics"]["seed"]}))

@@ -69,3 +69,12 @@ def test_the_judge_wants_a_hostile_id_refused_by_name():
     assert "hostile id answered 200" in fuzz.judge(case, Response(200, {"status": "failed", "error": "output dir"}), "smollm3-3b")
     other = Response(422, {"detail": [{"loc": ["body", "input", "prompt"]}]})
     assert "hostile id answered 422" in fuzz.judge(case, other, "smollm3-3b")
+
+
+def test_an_invalid_value_for_a_boolean_input_is_never_a_boolean():
+    """The fuzz once sent `true` to go_fast as a "wrong type" and called the server's 200 a broken promise."""
+    gen = fuzz.Generator("flux-lora-txt2img", random.Random(3))
+    gen.fields = [f for f in gen.fields if f.name == "go_fast"]
+    cases = [gen.invalid() for _ in range(200)]
+    sent = [case.body["input"]["go_fast"] for case in cases if case.about == "go_fast"]
+    assert len(sent) > 50 and not any(isinstance(v, bool) for v in sent)
