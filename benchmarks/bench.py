@@ -444,6 +444,7 @@ def main() -> int:
     fs.add_argument("--gpu-memory-gb", type=float, help="cap each server's GPU memory (GPU_MEMORY_LIMIT_GB): a smaller card")
     fs.add_argument("--only", help="only the cases whose name contains this (e.g. 1024x1024_28)")
     fs.add_argument("--setup-timeout", type=float, default=580)
+    fs.add_argument("--go-fast", action="store_true", help="each case again with go_fast: time, steps skipped, PSNR vs exact")
     z = sub.add_parser("flux-sizes")
     z.add_argument("--sizes", default="768x768,320x256,1024x576,512x896")
     z.add_argument("--modes", default="auto,dynamic")

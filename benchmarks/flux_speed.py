@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import io
 import json
 import os
 import statistics
@@ -321,6 +322,27 @@ def bench_flux_server(args) -> dict:
     return result
 
 
+def go_fast_figures(predict, inputs: dict, exact: dict, repeats: int) -> dict:
+    """The same request with go_fast: its predict_time, the steps it skipped, and how far its image is from
+    the exact path's (same seed; PSNR over pixels in [0, 1], higher is closer; inf = identical)."""
+    import numpy as np
+
+    from shared.cogserver import from_data_uri
+
+    def pixels(body):
+        from PIL import Image
+
+        return np.asarray(Image.open(io.BytesIO(from_data_uri(body["output"][0])[1])).convert("RGB")) / 255.0
+
+    bodies = [predict({**inputs, "go_fast": True}) for _ in range(repeats + 1)]
+    assert all(b["status"] == "succeeded" for b in bodies), [b.get("error") for b in bodies]
+    times = [b["metrics"]["predict_time"] for b in bodies[1:]]
+    mse = float(np.mean((pixels(bodies[-1]) - pixels(exact)) ** 2))
+    return {"predict_time_s": times, "median_s": round(statistics.median(times), 3),
+            "steps_skipped": bodies[-1]["metrics"]["go_fast_steps_skipped"],
+            "psnr_db_vs_exact": round(10 * np.log10(1.0 / mse), 2) if mse > 0 else float("inf")}
+
+
 def serve_config(name: str, config: str, env: dict, log_path: Path, cases: dict, row: dict, args, triggers: list) -> None:
     """One configuration's server: boot it, then its figures into `row`."""
     from shared.cogserver import CogServer, log_events
@@ -339,6 +361,9 @@ def serve_config(name: str, config: str, env: dict, log_path: Path, cases: dict,
             row[case] = {"predict_time_s": times, "median_s": round(statistics.median(times), 3),
                          "first_s": bodies[0]["metrics"]["predict_time"]}
             print(name, config, case, row[case], flush=True)
+            if args.go_fast:
+                row[f"{case}_go_fast"] = go_fast_figures(predict, inputs, bodies[-1], args.repeats)
+                print(name, config, case, "go_fast", row[f"{case}_go_fast"], flush=True)
         if name == "flux-lora-txt2img":  # every style, the base model, a style again: 4 steps at 768
             swaps = [{"prompt": "x", "num_inference_steps": 4, "seed": 1, **({"trigger_word": t} if t else {})}
                      for t in [*triggers, None, "Anime"]]
