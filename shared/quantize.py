@@ -82,36 +82,26 @@ def to_device_nf4(model: nn.Module, device: str, *, compute_dtype: torch.dtype,
     """4-bit weights for every Linear, each quantized on its way to `device`, one layer at a time: a model whose
     16-bit weights do not fit the GPU (FLUX's 24 GB transformer on a 24 GB card) never sits there whole.
 
-    On a GPU: bitsandbytes NF4 (`Linear4bit`, blocks of 64 with double-quantized scales, `compute_dtype`
-    matmuls), the format QLoRA and diffusers' low-memory FLUX recipes use. A peft LoRA layer around a Linear keeps
-    working: only its base layer is replaced (filter out the adapters' own `lora_` layers).
-    On CPU, where bitsandbytes' kernels do not run: HQQ 4-bit (groups of 64) stands in, with the same call and
-    the same layers replaced. The rest of the model is left where it is. Returns the method used.
+    bitsandbytes NF4 (`Linear4bit`, blocks of 64 with double-quantized scales, `compute_dtype` matmuls), the
+    format QLoRA and diffusers' low-memory FLUX recipes use; bitsandbytes 0.50 runs it on CPU too, so the tests
+    run this very path. A peft LoRA layer around a Linear keeps working: only its base layer is replaced (filter
+    out the adapters' own `lora_` layers). The rest of the model is left where it is. Returns the method used.
     """
     filter_fn = linear_only(filter_fn)
     targets = [(name, m) for name, m in model.named_modules() if filter_fn(m, name)]
-    on_gpu = torch.device(device).type == "cuda"
-    if on_gpu:
-        bnb = require("bitsandbytes", install="bitsandbytes==0.50.2", purpose="NF4 weights")
-    else:
-        require("hqq", install="hqq==0.2.8.post1", purpose="4-bit weights on CPU")
-        from hqq.core.quantize import BaseQuantizeConfig, HQQLinear
+    bnb = require("bitsandbytes", install="bitsandbytes==0.50.2", purpose="NF4 weights")
     for i, (name, linear) in enumerate(targets):
         targets[i] = None  # each 16-bit layer is freed once its 4-bit one replaces it
-        if on_gpu:
-            four_bit = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=linear.bias is not None,
-                                         compute_dtype=compute_dtype, quant_type="nf4", device="meta")
-            four_bit.weight = bnb.nn.Params4bit(linear.weight.data.to(compute_dtype), requires_grad=False,
-                                                quant_type="nf4", compress_statistics=True)
-            if linear.bias is not None:
-                four_bit.bias = nn.Parameter(linear.bias.data.to(compute_dtype), requires_grad=False)
-            four_bit = four_bit.to(device)  # Params4bit quantizes as it moves
-        else:
-            four_bit = HQQLinear(linear, quant_config=BaseQuantizeConfig(nbits=4, group_size=64),
-                                 compute_dtype=linear.weight.dtype, device=device, del_orig=True)
+        four_bit = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                                     compute_dtype=compute_dtype, quant_type="nf4", device="meta")
+        four_bit.weight = bnb.nn.Params4bit(linear.weight.data.to(compute_dtype), requires_grad=False,
+                                            quant_type="nf4", compress_statistics=True)
+        if linear.bias is not None:
+            four_bit.bias = nn.Parameter(linear.bias.data.to(compute_dtype), requires_grad=False)
+        four_bit = four_bit.to(device)  # Params4bit quantizes as it moves
         parent, _, attr = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, attr, four_bit)
-    method = "bitsandbytes.nf4" if on_gpu else "hqq4 (CPU stand-in for bitsandbytes nf4)"
+    method = "bitsandbytes.nf4"
     log_event("quantize", method=method, linear_layers=len(targets), device=str(device))
     return method
 
