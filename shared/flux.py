@@ -154,12 +154,13 @@ class FluxLoraRunner(BaseRunner):
         with phases("weights"):
             self.source = weights.for_deployment(self.dep, wanted=compile_cache.wanted_files(self.dep.name, cache_key))
         self.pipeline_cls = getattr(diffusers, self.pipeline_class)
-        # Low memory (transformer=nf4): the 16-bit pipeline is loaded into host memory, and its transformer
-        # goes to the GPU in 4 bits after the LoRA slot is in place, one layer at a time.
+        # Low memory (transformer=nf4): the 16-bit transformer is loaded into host memory (after the rest has gone
+        # to the GPU), and goes to the GPU in 4 bits after the LoRA slot is in place, one layer at a time.
         low_memory = self.options["transformer"] == "nf4"
         with phases("load"):
-            self.pipe = flux_builder.load(self.dep, self.source, device="cpu" if low_memory else self.hw.device,
-                                          dtype=self.hw.dtype, pipeline_cls=self.pipeline_cls)
+            self.pipe = flux_builder.load(self.dep, self.source, device=self.hw.device, dtype=self.hw.dtype,
+                                          pipeline_cls=self.pipeline_cls,
+                                          transformer_device="cpu" if low_memory else None)
             for name in ("transformer", "vae", "text_encoder", "text_encoder_2"):
                 getattr(self.pipe, name).eval()  # built-from-config models start in train mode (dropout)
             self.pipe.set_progress_bar_config(disable=True)

@@ -108,3 +108,38 @@ def test_flux_pipeline_and_loras_load_from_a_local_checkpoint_folder(tmp_path):
     location, kwargs = source.lora_location(lora)
     adapter = load_normalized(FluxPipeline, location, lora, **kwargs)
     assert adapter and all(k.startswith("transformer.") for k in adapter)
+
+
+def test_the_low_memory_load_brings_the_transformer_in_last_and_alone(tmp_path, monkeypatch):
+    """transformer=nf4: the checkpoint is read in two parts, the rest first (already on its device, here
+    "meta" to tell the places apart), then the transformer into host memory: host memory never holds both
+    T5 and the 16-bit transformer (shared/builders/flux.py `load`)."""
+    from diffusers import FluxPipeline, FluxTransformer2DModel
+
+    from shared.builders import flux as flux_builder
+
+    dep = catalog.get("flux-lora-txt2img")
+    pipe = flux_builder.build_random(dep, tiny=True, device="cpu", dtype=torch.float32, pipeline_cls=FluxPipeline)
+    pipe.save_pretrained(tmp_path)
+    source = weights.resolve(catalog.FLUX_DEV, str(tmp_path))
+    order = []
+    real_pipeline, real_transformer = FluxPipeline.from_pretrained.__func__, FluxTransformer2DModel.from_pretrained.__func__
+
+    def pipeline_load(cls, *args, **kwargs):
+        order.append(("pipeline", "transformer" in kwargs and kwargs["transformer"] is None))
+        return real_pipeline(cls, *args, **kwargs)
+
+    def transformer_load(cls, *args, **kwargs):
+        order.append(("transformer", kwargs.get("subfolder")))
+        return real_transformer(cls, *args, **kwargs)
+
+    monkeypatch.setattr(FluxPipeline, "from_pretrained", classmethod(pipeline_load))
+    monkeypatch.setattr(FluxTransformer2DModel, "from_pretrained", classmethod(transformer_load))
+    loaded = flux_builder.load(dep, source, device="meta", dtype=torch.float32, pipeline_cls=FluxPipeline,
+                               transformer_device="cpu")
+    assert order == [("pipeline", True), ("transformer", "transformer")]
+    for name in ("vae", "text_encoder", "text_encoder_2"):
+        assert {p.device.type for p in getattr(loaded, name).parameters()} == {"meta"}, name
+    a, b = pipe.transformer.state_dict(), loaded.transformer.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert loaded.components["transformer"] is loaded.transformer
