@@ -12,7 +12,7 @@ import torch
 
 from . import compile as selective_compile
 from .builders import text as text_builder
-from .quantize import apply_hqq
+from .quantize import apply_hqq, to_device_nf4
 from .runtime import cache_dir, log_event, require
 
 
@@ -116,13 +116,13 @@ def decode_step_compile() -> dict:
 def load_with_unsloth(dep, source, *, device: str, dtype: torch.dtype, max_seq_length: int, four_bit: bool = False):
     """Unsloth's FastLanguageModel on GPU; plain transformers on CPU. Returns (model, tokenizer, path).
 
-    `four_bit`: Unsloth's 4-bit load (bitsandbytes NF4) on GPU; on CPU, where bitsandbytes does not run,
-    HQQ 4-bit weights through hqq (the same layers, another 4-bit format: the path says which)."""
+    `four_bit`: Unsloth's 4-bit load (bitsandbytes NF4, lm_head kept 16-bit) on GPU; on CPU the same format
+    through bitsandbytes directly (0.50 runs NF4 there), over the same layers."""
     if device == "cpu":
         model, tok = text_builder.load_causal_lm(dep, source, device=device, dtype=dtype)
         log_event("backend", path="transformers", reason="Unsloth needs a GPU")
         if four_bit:
-            model, how = hqq_quantize(model, via="hqq", device=device, dtype=dtype)
+            how = to_device_nf4(model, device, compute_dtype=dtype, filter_fn=lambda module, name: "lm_head" not in name)
             return model, tok, f"transformers (CPU)+{how}"
         return model, tok, "transformers (CPU)"
     quiet_libraries()

@@ -23,7 +23,7 @@ class Runner(TextGenerationRunner):
     OPTIONS = {
         # Both opt-in until measured on a GPU: Unsloth's patched forward under torch.compile is untried there.
         "quantize": Option("none", "none", ("none", "4bit"),
-                           "4-bit weights: Unsloth's bitsandbytes NF4 load on GPU (HQQ 4-bit on CPU)"),
+                           "4-bit weights: Unsloth's bitsandbytes NF4 load on GPU (bitsandbytes NF4 on CPU)"),
         "compile": Option("off", "off", ("on", "off"), "compiled one-token decode step (CUDA graphs on GPU)"),
     }
 

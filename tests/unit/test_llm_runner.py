@@ -166,10 +166,13 @@ def test_grouped_attention_is_an_option_of_every_text_deployment_with_the_same_t
 
 
 def test_phi4_has_a_4bit_mode_its_path_names(monkeypatch):
-    """OPTIMIZE=quantize=4bit: Unsloth's NF4 load on a GPU; on CPU, where bitsandbytes does not run, HQQ 4-bit."""
+    """OPTIMIZE=quantize=4bit: Unsloth's NF4 load on a GPU; on CPU, bitsandbytes NF4 over the same layers
+    (lm_head stays 16-bit, as Unsloth's load keeps it), under the compiled decode step."""
     monkeypatch.setenv("OPTIMIZE", "quantize=4bit,compile=on")
     runner = load_runner("phi4-reasoning-plus")
     runner.setup()
-    assert runner.path == "transformers (CPU)+hqq4+compiled-decode" and runner.engine.compiled
-    assert sum(type(m).__name__ == "HQQLinear" for m in runner.model.modules()) > 0
+    assert runner.path == "transformers (CPU)+bitsandbytes.nf4+compiled-decode" and runner.engine.compiled
+    modules = dict(runner.model.named_modules())
+    assert [n for n, m in modules.items() if type(m) is torch.nn.Linear] == ["lm_head"]
+    assert sum(type(m).__name__ == "Linear4bit" and m.weight.quant_type == "nf4" for m in modules.values()) > 0
     assert _text(runner, messages=_messages("phi4-reasoning-plus"))
