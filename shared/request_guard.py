@@ -68,7 +68,15 @@ def creates_prediction(method: str, raw_path: str) -> bool:
     return (method == "POST" and path == "/predictions") or (method == "PUT" and bool(PREDICTION_PATH.match(path)))
 
 
-def request_id_problem(method: str, raw_path: str, body: bytes) -> tuple[list, str] | None:
+def json_body(body: bytes) -> object:
+    """The request's JSON document, or None where it is none (the server answers that itself, naming no id)."""
+    try:
+        return json.loads(body) if body else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def request_id_problem(method: str, raw_path: str, document: object) -> tuple[list, str] | None:
     """(loc, problem) for the id a request would create a prediction under, or None if it can have it.
 
     `raw_path` is the path as sent: the server decodes an id's %2F into a slash after routing on it."""
@@ -77,10 +85,6 @@ def request_id_problem(method: str, raw_path: str, body: bytes) -> tuple[list, s
         if problem := id_problem(unquote(match["id"], errors="replace")):
             return ["path", "id"], problem
     if method in ("POST", "PUT") and (CREATE_IN_BODY.match(path) or CREATE_IN_PATH.match(path)):
-        try:
-            document = json.loads(body) if body else None
-        except (ValueError, UnicodeDecodeError):
-            return None  # not JSON: the server answers that itself, and it names no id
         if isinstance(document, dict) and (problem := id_problem(document.get("id"))):
             return ["body", "id"], problem
     return None
@@ -113,17 +117,17 @@ def passed_on(headers) -> dict:
 def make_app(upstream: str) -> web.Application:
     async def forward(request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        if refused := request_id_problem(request.method, request.raw_path, body):
+        document = json_body(body)
+        if refused := request_id_problem(request.method, request.raw_path, document):
             return refusal(*refused)
         session: ClientSession = request.app["session"]
-        if creates_prediction(request.method, request.raw_path) and (properties := await input_properties(request.app)):
-            try:
-                document = json.loads(body)
-            except (ValueError, UnicodeDecodeError):
-                document = None  # the server answers this itself
-            if isinstance(document, dict):
-                if refused := input_problem(document, properties):
-                    return refusal(*refused)
+        if (isinstance(document, dict) and creates_prediction(request.method, request.raw_path)
+                and (properties := await input_properties(request.app))):
+            inputs = document.get("input")
+            sent = len(inputs) if isinstance(inputs, dict) else None
+            if refused := input_problem(document, properties):
+                return refusal(*refused)
+            if sent is not None and len(inputs) != sent:  # a null left out; else the body goes as it came
                 body = json.dumps(document).encode()
         try:
             # The path exactly as it was sent (encoded=True): decoding and encoding it again could change it.

@@ -5,14 +5,14 @@ import json
 
 import pytest
 
-from shared.request_guard import creates_prediction, input_problem, request_id_problem
+from shared.request_guard import creates_prediction, input_problem, json_body, request_id_problem
 
 BAD_IDS = ["a\u0000b", "x" * 129, "é" * 200, "../../x/y", "/etc/x", "a.b", "", 5, ["a"]]
 GOOD_IDS = ["rrr4z55ocneqzikepnug6xezpe", "0b1c3a9e-7d7e-4bb0-9d0a-6a1b6c1f2e3d", "x" * 128, "a_b-C"]
 
 
-def body(prediction_id) -> bytes:
-    return json.dumps({"id": prediction_id, "input": {"prompt": "hi"}}).encode()
+def body(prediction_id) -> dict:
+    return json_body(json.dumps({"id": prediction_id, "input": {"prompt": "hi"}}).encode())
 
 
 @pytest.mark.parametrize("prediction_id", BAD_IDS)
@@ -25,24 +25,25 @@ def test_an_id_in_the_body_that_cannot_be_a_folder_name_is_refused(prediction_id
 
 @pytest.mark.parametrize("raw", ["c%00d", "..%2F..%2Fx", "%2Fetc", "x" * 129, "%C3%A9" * 3, "%ff", "a.b"])
 def test_an_id_in_the_path_is_read_as_the_server_decodes_it(raw):
-    assert request_id_problem("PUT", f"/predictions/{raw}", b'{"input": {}}')[0] == ["path", "id"]
+    assert request_id_problem("PUT", f"/predictions/{raw}", {"input": {}})[0] == ["path", "id"]
 
 
 @pytest.mark.parametrize("prediction_id", GOOD_IDS + [None])
 def test_ids_that_fit_and_no_id_pass(prediction_id):
     assert request_id_problem("POST", "/predictions", body(prediction_id)) is None
     if prediction_id is not None:
-        assert request_id_problem("PUT", f"/predictions/{prediction_id}?x=1", b'{"input": {}}') is None
+        assert request_id_problem("PUT", f"/predictions/{prediction_id}?x=1", {"input": {}}) is None
 
 
 @pytest.mark.parametrize("method,path,data", [
     ("POST", "/predictions", b"not json"),              # the server answers this itself
     ("POST", "/predictions", b'["a\\u0000b"]'),          # JSON, but no object: no id in it
+    ("POST", "/predictions", b"\xff\xfe"),               # not even text
     ("POST", "/predictions/a%00b/cancel", b""),          # cancelling makes no folder
     ("GET", "/health-check", b""),
 ])
 def test_requests_that_create_nothing_pass_unread(method, path, data):
-    assert request_id_problem(method, path, data) is None
+    assert request_id_problem(method, path, json_body(data)) is None
 
 
 PROPERTIES = {"prompt": {"type": "string"}, "seed": {"type": "integer", "nullable": True},
