@@ -55,6 +55,27 @@ def test_flux_txt2img_compiled_and_hot_swapping_without_recompiles(tmp_path):
         # Through the replayed CUDA graph: the base model and the user's LoRA get the same prompt, so a swap the
         # graph did not see (reading the old weights) would make those two images equal.
         assert len({only(b) for b in bodies[:-1]}) == len(bodies) - 1
+        # go_fast runs the compiled blocks eagerly around the first-block cache, then hands the graph back:
+        # nothing recompiles, and the exact path after it gives the same bytes as before it.
+        fast = ok(s.predict({**common, "trigger_word": "Anime", "go_fast": True}))
+        _report("flux-lora-txt2img", fast)
+        assert "Recompiling" not in fast["logs"] and len(fast["metrics"]["go_fast_steps_skipped"]) == 1
+        assert ok(s.predict({**common, "trigger_word": "Anime"}))["output"] == bodies[-1]["output"]
+
+
+def test_flux_low_memory_mode_serves_within_a_24_gb_card():
+    """transformer=auto under GPU_MEMORY_LIMIT_GB=23 takes the NF4 low-memory mode: it boots, compiles the 4-bit
+    layers with Inductor, hot-swaps without recompiling, and never allocates past the cap."""
+    with _server("flux-lora-txt2img", GPU_MEMORY_LIMIT_GB="23") as s:
+        setup = s.events("setup.done")[-1]
+        assert "transformer:nf4" in setup["optimizations"] and setup["peak_gpu_gb"] < 23, setup
+        common = {"prompt": "a lighthouse", "seed": 1, "num_inference_steps": 8, "width": 1024, "height": 1024}
+        bodies = [ok(s.predict({**common, **extra})) for extra in ({"trigger_word": "Anime"}, {}, {"trigger_word": "Anime"})]
+        for b in bodies:
+            _report("flux-lora-txt2img nf4", b)
+            assert "Recompiling" not in b["logs"], b["logs"][-2000:]
+        assert bodies[0]["output"] != bodies[1]["output"] and bodies[0]["output"] == bodies[2]["output"]
+        assert max(e["peak_gpu_gb"] for e in s.events("predict.end")) < 23
 
 
 def test_flux_img2img_serves_any_size_without_recompiling(tmp_path):
