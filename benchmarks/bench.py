@@ -3,6 +3,7 @@
     python benchmarks/bench.py flux                # FLUX txt2img: eager bf16 vs int8-T5 + regional compile
     python benchmarks/bench.py flux-variants       # FLUX transformer: each optimization step alone and together (flux_speed.py)
     python benchmarks/bench.py flux-server         # FLUX through the Cog server: old default vs new (flux_speed.py)
+    python benchmarks/bench.py flux-memory         # FLUX: memory by model, graph pool and request phase
     python benchmarks/bench.py flux-sizes          # FLUX img2img at several sizes: compile per size vs dynamic
     python benchmarks/bench.py text smollm3-3b     # decode tokens/s: HF generate bf16 eager vs the deployment
     python benchmarks/bench.py text gemma3-4b-it
@@ -445,6 +446,10 @@ def main() -> int:
     fs.add_argument("--only", help="only the cases whose name contains this (e.g. 1024x1024_28)")
     fs.add_argument("--setup-timeout", type=float, default=580)
     fs.add_argument("--go-fast", action="store_true", help="each case again with go_fast: time, steps skipped, PSNR vs exact")
+    fm = sub.add_parser("flux-memory", help="where FLUX's serving memory goes: models, graph pools, each phase's peak")
+    fm.add_argument("--deployment", default="flux-lora-txt2img")
+    fm.add_argument("--sizes", default="1024,768")
+    fm.add_argument("--steps", type=int, default=28)
     z = sub.add_parser("flux-sizes")
     z.add_argument("--sizes", default="768x768,320x256,1024x576,512x896")
     z.add_argument("--modes", default="auto,dynamic")
@@ -488,11 +493,12 @@ def main() -> int:
         print("benchmarks need a CUDA GPU (see docs/benchmarks.md)", file=sys.stderr)
         return 2
     variant = variant_name()  # before the run: benchmarks set OPTIMIZE for their own baselines
-    from flux_speed import bench_flux_server, bench_flux_variants
+    from flux_speed import bench_flux_memory, bench_flux_server, bench_flux_variants
     from text_profile import bench_text_profile
     from text_speed import bench_text_server
 
     result = {"flux": bench_flux, "flux-variants": bench_flux_variants, "flux-server": bench_flux_server,
+              "flux-memory": bench_flux_memory,
               "flux-sizes": bench_flux_sizes, "text": bench_text, "text-server": bench_text_server, "canary": bench_canary,
               "text-profile": bench_text_profile,
               "cold-start": bench_cold_start,
@@ -538,6 +544,13 @@ def main() -> int:
         for name, row in result["variants"].items():
             print(f"{name:45s} {row.get('ms_per_step') or row.get('error') or row.get('skipped')}")
         print(f"components {result['components']}  -> {path}")
+        return 0
+    elif args.what == "flux-memory":
+        path = write(f"flux-memory-{args.deployment}", variant, result)
+        print(f"after setup {result['after_setup_gib']} GiB: models {result['models_gib']}, slot {result['lora_slot_gib']}")
+        for case, row in result["requests"].items():
+            print(case, row["whole_request_peak_gib"], {k: v["above_start_gib"] for k, v in row["phases"].items()})
+        print(f"-> {path}")
         return 0
     elif args.what == "canary":
         label = f"canary-{args.deployment}-{args.samples}samples"

@@ -374,3 +374,91 @@ def serve_config(name: str, config: str, env: dict, log_path: Path, cases: dict,
         row["peak_gpu_gb"] = max((e.get("peak_gpu_gb") or 0 for e in log_events("\n".join(logs), "predict.end")),
                                  default=None)
         row["recompiles_after_setup"] = sum(text.count("Recompiling") for text in logs)
+
+
+# -- where the serving memory goes ----------------------------------------------------------------
+
+GIB = 2**30
+
+
+def tensor_bytes(t: torch.Tensor) -> int:
+    """Bytes a tensor holds, through tensor subclasses (torchao's fp8 and int8 weights keep theirs inside)."""
+    if hasattr(t, "__tensor_flatten__"):
+        names, _ = t.__tensor_flatten__()
+        return sum(tensor_bytes(getattr(t, name)) for name in names)
+    return t.numel() * t.element_size()
+
+
+def model_gib(model: torch.nn.Module) -> float:
+    return round(sum(tensor_bytes(t) for t in model.state_dict().values() if t.device.type == "cuda") / GIB, 3)
+
+
+def pool_gib() -> dict:
+    """Memory the allocator holds per pool: (0, 0) is the default one, every other a CUDA graph's private pool."""
+    pools: dict[str, list[float]] = {}
+    for segment in torch.cuda.memory._snapshot()["segments"]:
+        held = pools.setdefault(str(tuple(segment.get("segment_pool_id", (0, 0)))), [0.0, 0.0])
+        held[0] += segment["total_size"] / GIB
+        held[1] += segment["allocated_size"] / GIB
+    return {pool: {"reserved_gib": round(r, 3), "allocated_gib": round(a, 3)} for pool, (r, a) in pools.items()}
+
+
+class PhasePeaks:
+    """The peak allocated memory of each phase of a request, above what was allocated when the phase began."""
+
+    def __init__(self):
+        self.peaks: dict[str, dict] = {}
+
+    def wrap(self, name: str, fn):
+        def measured(*args, **kwargs):
+            torch.cuda.synchronize()
+            before = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            out = fn(*args, **kwargs)
+            torch.cuda.synchronize()
+            row = self.peaks.setdefault(name, {"calls": 0, "peak_gib": 0.0, "above_start_gib": 0.0})
+            row["calls"] += 1
+            peak = torch.cuda.max_memory_allocated()
+            row["peak_gib"] = round(max(row["peak_gib"], peak / GIB), 3)
+            row["above_start_gib"] = round(max(row["above_start_gib"], (peak - before) / GIB), 3)
+            return out
+        return measured
+
+
+def bench_flux_memory(args) -> dict:
+    """Where FLUX's serving peak goes, on the deployment's own runner (its default options unless OPTIMIZE
+    says otherwise, set up and warmed as a boot does): what setup leaves allocated, by model and by allocator
+    pool (each CUDA graph has its own), then one request per size with the peak of each phase (T5 + CLIP,
+    the denoising steps, the VAE decode) above what was allocated when it began."""
+    from tests.conftest import load_runner
+
+    runner = load_runner(args.deployment)
+    runner.setup()
+    pipe = runner.pipe
+    torch.cuda.synchronize()
+    result = {"after_setup_gib": round(torch.cuda.memory_allocated() / GIB, 3),
+              "models_gib": {name: model_gib(getattr(pipe, name))
+                             for name in ("transformer", "text_encoder_2", "text_encoder", "vae")},
+              "lora_slot_gib": round(sum(tensor_bytes(t) for t in runner.router._slot.values()) / GIB, 3),
+              "pools_after_setup": pool_gib(), "requests": {}}
+    phases = PhasePeaks()
+    pipe.encode_prompt = phases.wrap("encode_prompt (T5 + CLIP)", pipe.encode_prompt)
+    pipe.vae.decode = phases.wrap("vae_decode", pipe.vae.decode)
+    transformer_call = pipe.transformer.forward
+    pipe.transformer.forward = phases.wrap("transformer_step", transformer_call)
+    route = runner.router.route("Anime")
+    try:
+        for size in (int(s) for s in args.sizes.split(",")):
+            phases.peaks = {}
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            runner.generate_image({"prompt": route.apply_to("a lighthouse at dusk"), "width": size, "height": size},
+                                  steps=args.steps, guidance=3.5, seed=1, route=route)
+            torch.cuda.synchronize()
+            request_peak = round(torch.cuda.max_memory_allocated() / GIB, 3)
+            result["requests"][f"{size}x{size}_{args.steps}_steps"] = {"phases": phases.peaks, "pools": pool_gib(),
+                                                                       "whole_request_peak_gib": request_peak}
+            print(size, result["requests"][f"{size}x{size}_{args.steps}_steps"], flush=True)
+    finally:
+        pipe.transformer.forward = transformer_call
+    return result
