@@ -58,7 +58,10 @@ OPTIONS = {
     "kernel_tuning": opts.Option("off", "off", ("off", "on"), "coordinate-descent tuning of compiled kernels (boot time)"),
     # The whole denoising step replayed as one CUDA graph per image size (shared/graphed_step.py): the
     # Python between compiled blocks and the unwrapping of fp8 weights left the GPU idle 10-35% of a step.
-    "cuda_graphs": opts.Option("on", "off", ("on", "off"), "replay the transformer step as a CUDA graph"),
+    # shared-pool: every size's graph in one memory pool (about one step's activations held instead of one per
+    # size warmed); opt-in until `bench.py flux-memory` has measured what it saves of the 17 GiB target's gap.
+    "cuda_graphs": opts.Option("on", "off", ("on", "off", "shared-pool"),
+                               "replay the transformer step as a CUDA graph (shared-pool: one memory pool for all sizes)"),
     # One short generation in setup() so the first user request does not pay for compilation.
     "warmup": opts.Option("on", "off", ("on", "off"), "generate once at setup"),
 }
@@ -109,9 +112,10 @@ def optimize_transformer(transformer, chosen: dict[str, str]) -> list[str]:
         applied.append({"dynamic": "compile:dynamic", "static": "compile:static", "auto": "compile"}[shapes])
         if chosen["kernel_tuning"] == "on":
             applied.append("kernel_tuning")
-    if chosen["cuda_graphs"] == "on" and torch.cuda.is_available():
-        GraphedForward(transformer, name="flux.transformer")
-        applied.append("cuda_graphs")
+    if chosen["cuda_graphs"] != "off" and torch.cuda.is_available():
+        shared = chosen["cuda_graphs"] == "shared-pool"
+        GraphedForward(transformer, name="flux.transformer", shared_pool=shared)
+        applied.append("cuda_graphs:shared-pool" if shared else "cuda_graphs")
     return applied
 
 

@@ -12,7 +12,10 @@ replay. Anything that swaps a parameter for a new tensor must `clear()` the grap
 
 Each shape gets its own graph (captured on its first call: two eager runs to compile and warm, then the
 capture), and its own memory pool for the step's activations; the `max_graphs` most recently used are
-kept, so a stream of new image sizes cannot grow memory without bound.
+kept, so a stream of new image sizes cannot grow memory without bound. With `shared_pool`, every shape's
+graph takes its activations from one pool instead, so memory holds about the largest step's, not one per
+shape: safe here because the graphs never replay at once (one step at a time) and each replay's outputs are
+copied out before the next replay, which may reuse their memory (PyTorch's "sharing memory across captures").
 """
 
 from __future__ import annotations
@@ -35,9 +38,10 @@ class _Graph:
 class GraphedForward:
     """Wraps `module.forward`: same call, same results, replayed from a CUDA graph per shape."""
 
-    def __init__(self, module: torch.nn.Module, *, max_graphs: int = 3, name: str = "forward"):
+    def __init__(self, module: torch.nn.Module, *, max_graphs: int = 3, name: str = "forward", shared_pool: bool = False):
         self.module, self.eager = module, module.forward
         self.max_graphs, self.name = max_graphs, name
+        self.pool = torch.cuda.graph_pool_handle() if shared_pool else None  # None: a private pool per graph
         self.graphs: OrderedDict[tuple, _Graph] = OrderedDict()
         module.forward = self  # nn.Module.__call__ calls the instance attribute
 
@@ -78,7 +82,7 @@ class GraphedForward:
                 self.eager(**call)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, pool=self.pool):
             outputs = self.eager(**call)
         if not isinstance(outputs, tuple) or not all(torch.is_tensor(t) for t in outputs):
             raise TypeError(f"{self.name}: only a forward returning a tuple of tensors can be graphed")

@@ -30,14 +30,16 @@ def _model(compiled: bool = False):
     return model
 
 
-@pytest.mark.parametrize("compiled", [False, True])
-def test_replay_gives_the_eager_results_for_each_shape(compiled):
+@pytest.mark.parametrize("compiled,shared_pool", [(False, False), (True, False), (True, True)])
+def test_replay_gives_the_eager_results_for_each_shape(compiled, shared_pool):
+    """Shapes in turn (16, 48, 16): with one pool for all, the 48 graph reuses the 16 graph's memory, and the
+    16 graph's next replay must still be right."""
     model = _model(compiled)
     inputs = [torch.randn(1, n, 64, device="cuda") for n in (16, 48, 16)]
     scale = torch.tensor(0.5, device="cuda")
     with torch.inference_mode():
         expected = [model(hidden_states=x, scale=scale, return_dict=False)[0] for x in inputs]
-        graphed = GraphedForward(model, max_graphs=3)
+        graphed = GraphedForward(model, max_graphs=3, shared_pool=shared_pool)
         got = [model(hidden_states=x, scale=scale, return_dict=False)[0] for x in inputs]
     assert len(graphed.graphs) == 2, "one graph per shape"
     for e, g in zip(expected, got, strict=True):
