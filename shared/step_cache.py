@@ -18,7 +18,7 @@ The one cost per step beyond the skipped blocks' savings: one host sync for the 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -36,7 +36,6 @@ class CacheState:
     head_output: tuple | None = None  # that step's first-block output (encoder, hidden)
     tail_residual: tuple | None = None  # what the other blocks added on it (encoder, hidden)
     compute: bool = True  # this step runs every block
-    decisions: list[bool] = field(default_factory=list)
 
     def decide(self, residual: torch.Tensor) -> bool:
         if self.head_residual is None or self.tail_residual is None:
@@ -56,7 +55,6 @@ class _Head(torch.nn.Module):
         state = self.state
         residual = hidden_out - hidden_states
         state.compute = state.decide(residual)
-        state.decisions.append(state.compute)
         if state.compute:
             state.computed += 1
             state.head_residual, state.head_output = residual, (encoder_out, hidden_out)
