@@ -209,6 +209,14 @@ def bench_flux_variants(args) -> dict:
     return result
 
 
+def psnr(a, b) -> float:
+    """PSNR of two images with pixels in [0, 1], in dB (higher is closer; inf = identical)."""
+    import numpy as np
+
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return round(10 * np.log10(1.0 / mse), 2) if mse > 0 else float("inf")
+
+
 def end_to_end(runner, change: dict, args) -> dict:
     """One variant applied to the deployment's own pipeline (int8 T5, the LoRA slot): whole images at both
     sizes, the fidelity of a whole 28-step image against bf16 eager, and LoRA swaps through the graphs."""
@@ -223,10 +231,6 @@ def end_to_end(runner, change: dict, args) -> dict:
         # As a request reads it: the trigger's template around the text (styles of one LoRA differ by it alone).
         call = {"prompt": route.apply_to("a lighthouse at dusk"), "width": size, "height": size, "output_type": "np", **extra}
         return runner.generate_image(call, steps=steps, guidance=3.5, seed=1, route=route)[0]
-
-    def psnr(a, b) -> float:
-        mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-        return round(10 * np.log10(1.0 / mse), 2) if mse > 0 else float("inf")
 
     reference = image(1024, 28)  # bf16 eager transformer, same weights, seed and T5
     out["applied"] = flux.optimize_transformer(runner.pipe.transformer, {**BASE, **change})
@@ -337,10 +341,9 @@ def go_fast_figures(predict, inputs: dict, exact: dict, repeats: int) -> dict:
     bodies = [predict({**inputs, "go_fast": True}) for _ in range(repeats + 1)]
     assert all(b["status"] == "succeeded" for b in bodies), [b.get("error") for b in bodies]
     times = [b["metrics"]["predict_time"] for b in bodies[1:]]
-    mse = float(np.mean((pixels(bodies[-1]) - pixels(exact)) ** 2))
     return {"predict_time_s": times, "median_s": round(statistics.median(times), 3),
             "steps_skipped": bodies[-1]["metrics"]["go_fast_steps_skipped"],
-            "psnr_db_vs_exact": round(10 * np.log10(1.0 / mse), 2) if mse > 0 else float("inf")}
+            "psnr_db_vs_exact": psnr(pixels(bodies[-1]), pixels(exact))}
 
 
 def serve_config(name: str, config: str, env: dict, log_path: Path, cases: dict, row: dict, args, triggers: list) -> None:

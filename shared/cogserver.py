@@ -146,12 +146,15 @@ class CogServer:
             raise
         return self
 
+    def command(self) -> list[str]:
+        """Cog's server on loopback, or the guard that starts it behind itself."""
+        return [sys.executable, "-m", "shared.request_guard" if self.guard else "cog.server.http", "--host", "127.0.0.1"]
+
     def launch(self) -> "CogServer":
         """Start the process without waiting for setup (several servers can then set up at once)."""
         log = open(self.log_path, "ab")
-        server = "shared.request_guard" if self.guard else "cog.server.http"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", server, "--host", "127.0.0.1"],
+            self.command(),
             cwd=self.folder, env=self.environment(), stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
@@ -345,8 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         server = CogServer(args.deployment, port=args.port, log_path=Path("/dev/stdout"), guard=args.guard)
         print(f"{args.deployment}: starting the Cog server on {server.url} (Ctrl-C stops it)", flush=True)
         os.chdir(server.dep.folder)
-        module = "shared.request_guard" if args.guard else "cog.server.http"
-        os.execvpe(sys.executable, [sys.executable, "-m", module, "--host", "127.0.0.1"], server.environment())
+        os.execvpe(sys.executable, server.command(), server.environment())
 
     inputs = example_inputs(args.deployment) if args.example else {}
     inputs.update(parse_inputs(shlex.split(args.inputs) + args.input))

@@ -42,9 +42,7 @@ from yarl import URL
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
 ID_RULE = "letters, digits, '_' and '-', 1 to 128 of them"
 # The routes whose id becomes a folder name: a create with the id in the path (PUT) or in the body (POST).
-CREATE_IN_PATH = re.compile(r"^/(predictions|trainings)/(?P<id>[^/]*)$")
-CREATE_IN_BODY = re.compile(r"^/(predictions|trainings)$")
-PREDICTION_PATH = re.compile(r"^/predictions/[^/]*$")
+CREATE = re.compile(r"^/(?P<kind>predictions|trainings)(?:/(?P<id>[^/]*))?$")
 # Headers about one hop of the connection, not the request: each side sets its own.
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
               "host", "content-length"}
@@ -63,9 +61,16 @@ def id_problem(prediction_id: object) -> str | None:
     return None
 
 
+def create_route(raw_path: str) -> re.Match | None:
+    """/predictions, /trainings or either with an id (`kind`, `id`, as sent); the query left out."""
+    return CREATE.match(raw_path.split("?", 1)[0])
+
+
 def creates_prediction(method: str, raw_path: str) -> bool:
-    path = raw_path.split("?", 1)[0]
-    return (method == "POST" and path == "/predictions") or (method == "PUT" and bool(PREDICTION_PATH.match(path)))
+    route = create_route(raw_path)
+    if route is None or route["kind"] != "predictions":
+        return False
+    return (method == "POST" and route["id"] is None) or (method == "PUT" and route["id"] is not None)
 
 
 def json_body(body: bytes) -> object:
@@ -80,13 +85,14 @@ def request_id_problem(method: str, raw_path: str, document: object) -> tuple[li
     """(loc, problem) for the id a request would create a prediction under, or None if it can have it.
 
     `raw_path` is the path as sent: the server decodes an id's %2F into a slash after routing on it."""
-    path = raw_path.split("?", 1)[0]
-    if method == "PUT" and (match := CREATE_IN_PATH.match(path)):
-        if problem := id_problem(unquote(match["id"], errors="replace")):
+    route = create_route(raw_path)
+    if route is None or method not in ("POST", "PUT"):
+        return None
+    if method == "PUT" and route["id"] is not None:
+        if problem := id_problem(unquote(route["id"], errors="replace")):
             return ["path", "id"], problem
-    if method in ("POST", "PUT") and (CREATE_IN_BODY.match(path) or CREATE_IN_PATH.match(path)):
-        if isinstance(document, dict) and (problem := id_problem(document.get("id"))):
-            return ["body", "id"], problem
+    if isinstance(document, dict) and (problem := id_problem(document.get("id"))):
+        return ["body", "id"], problem
     return None
 
 
