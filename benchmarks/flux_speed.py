@@ -346,6 +346,19 @@ def go_fast_figures(predict, inputs: dict, exact: dict, repeats: int) -> dict:
             "psnr_db_vs_exact": psnr(pixels(bodies[-1]), pixels(exact))}
 
 
+def median_phases(logs: list[str]) -> dict:
+    """The median seconds of each phase the worker logs with predict.end (route, encode, generate, save),
+    and the whole of run() (predict_time beyond it is Cog's own work on the output)."""
+    from shared.cogserver import log_events
+
+    ends = [e for text in logs for e in log_events(text, "predict.end")]
+    if not ends:
+        return {}
+    names = sorted({name for e in ends for name in e.get("phases", {})})
+    medians = {name: round(statistics.median(e.get("phases", {}).get(name, 0.0) for e in ends), 3) for name in names}
+    return {**medians, "whole_run": round(statistics.median(e["seconds"] for e in ends), 3)}
+
+
 def serve_config(name: str, config: str, env: dict, log_path: Path, cases: dict, row: dict, args, triggers: list) -> None:
     """One configuration's server: boot it, then its figures into `row`."""
     from shared.cogserver import CogServer, log_events
@@ -362,7 +375,8 @@ def serve_config(name: str, config: str, env: dict, log_path: Path, cases: dict,
             assert all(b["status"] == "succeeded" for b in bodies), [b.get("error") for b in bodies]
             times = [b["metrics"]["predict_time"] for b in bodies[1:]]
             row[case] = {"predict_time_s": times, "median_s": round(statistics.median(times), 3),
-                         "first_s": bodies[0]["metrics"]["predict_time"]}
+                         "first_s": bodies[0]["metrics"]["predict_time"],
+                         "median_phases_s": median_phases(logs[-args.repeats:])}
             print(name, config, case, row[case], flush=True)
             if args.go_fast:
                 row[f"{case}_go_fast"] = go_fast_figures(predict, inputs, bodies[-1], args.repeats)

@@ -297,26 +297,30 @@ class FluxLoraRunner(BaseRunner):
         with that seed alone gives (byte for byte), through the step already compiled and graphed for its size.
         A batch of them would add shapes (a graph and its memory per batch size) and change the numerics with
         the batch, for little speed: at FLUX's sizes a single image already fills the GPU's matmuls."""
-        started = time.perf_counter()
-        route = self.route(trigger_word, lora_weights)
-        prompt = route.apply_to(prompt)  # the trigger's template around the user's text: what the model reads
-        self.check_prompt_length(prompt)
+        started, phases = time.perf_counter(), Phases()  # where the request's time goes, in predict.end
+        with phases("route"):
+            route = self.route(trigger_word, lora_weights)
+            prompt = route.apply_to(prompt)  # the trigger's template around the user's text: what the model reads
+            self.check_prompt_length(prompt)
         steps, num_outputs = int(steps), int(num_outputs)  # the server passes integral floats (2.0) as they came
         seed = resolve_seed(seed)
         seeds = [(seed + i) % (SEED_MAX + 1) for i in range(num_outputs)]
         log_event("predict.start", deployment=self.dep.name, trigger=route.trigger, adapter=route.adapter,
                   lora_scale=lora_scale, seeds=seeds, steps=steps, go_fast=go_fast, **report)
         paths, swaps, skipped = [], [], []
-        encoded = self.encode_prompt(prompt)  # T5 and CLIP once for all the images (60-88 ms of T5 each time)
+        with phases("encode"):
+            encoded = self.encode_prompt(prompt)  # T5 and CLIP once for all the images (60-88 ms of T5 each time)
         for image_seed in seeds:
             cache = {} if go_fast else None
-            image, swapped = self.generate_image({**encoded, **call}, steps=steps, guidance=guidance, seed=image_seed,
-                                                 route=route, lora_scale=lora_scale, go_fast=cache)
+            with phases("generate"):  # swap, denoise, VAE decode, to PIL (which waits for the GPU)
+                image, swapped = self.generate_image({**encoded, **call}, steps=steps, guidance=guidance,
+                                                     seed=image_seed, route=route, lora_scale=lora_scale, go_fast=cache)
             parameters = self.generation_parameters(route, lora_scale, steps, guidance, image_seed, image, call)
             if go_fast:
                 skipped.append(cache["steps_skipped"])
                 parameters["First block cache"] = f"threshold {cache['threshold']}, {cache['steps_skipped']} steps skipped"
-            paths.append(save(image, output_format, output_quality, pnginfo=png_text(parameters, prompt)))
+            with phases("save"):
+                paths.append(save(image, output_format, output_quality, pnginfo=png_text(parameters, prompt)))
             swaps.append(swapped)
         seconds = round(time.perf_counter() - started, 3)
         go_fast_metrics = {"go_fast_steps_skipped": skipped} if go_fast else {}
@@ -325,7 +329,7 @@ class FluxLoraRunner(BaseRunner):
             self.record_metric(key, value)
         size = f"{image.width}x{image.height}"
         del image, call  # the last output and the decoded input, before the heap is trimmed
-        log_event("predict.end", deployment=self.dep.name, seconds=seconds, hot_swapped=any(swaps),
+        log_event("predict.end", deployment=self.dep.name, seconds=seconds, phases=phases.seconds, hot_swapped=any(swaps),
                   outputs=[str(p) for p in paths], bytes=sum(p.stat().st_size for p in paths), size=size,
                   peak_gpu_gb=peak_memory_gb(), memory_returned=return_freed_memory())
         return paths

@@ -66,6 +66,20 @@ def test_go_fast_is_opt_in_and_says_what_it_skipped(server, example_image):
     assert len(img2img["metrics"]["go_fast_steps_skipped"]) == 1
 
 
+def test_a_request_logs_where_its_time_went(server):
+    """predict.end carries each phase's seconds (route, T5 + CLIP, generation, file), which the FLUX server
+    benchmark reads to place predict_time (benchmarks/flux_speed.py)."""
+    from benchmarks.flux_speed import median_phases
+    from shared.cogserver import log_events
+
+    body = ok(server(T2I).predict({**FAST, "num_outputs": 2}))
+    [end] = log_events(body["logs"], "predict.end")
+    assert set(end["phases"]) == {"route", "encode", "generate", "save"}
+    assert end["phases"]["generate"] > 0 and end["phases"]["save"] > 0
+    assert sum(end["phases"].values()) <= end["seconds"] + 0.005  # the phases lie inside the request
+    assert median_phases([body["logs"]]) == {**end["phases"], "whole_run": end["seconds"]}
+
+
 def test_a_random_seed_is_reported_and_reproduces_the_image(server):
     first = ok(server(T2I).predict({k: v for k, v in FAST.items() if k != "seed"}))
     again = ok(server(T2I).predict({**FAST, "seed": first["metrics"]["seed"]}))
