@@ -41,9 +41,11 @@ OPTIONS = {
     # less Python per call. "auto" picks by GPU: fp8-row on Hopper and newer, per-tensor fp8 on Ada, bf16 before.
     # nf4 (bitsandbytes 4-bit) is the low-memory mode: the transformer is quantized as it is loaded, one layer
     # at a time, so a 24 GB GPU never holds its 24 GB of 16-bit weights; "auto" picks it on such cards.
-    "transformer": opts.Option("auto", "none", ("auto", "none", "fp8", "fp8-row", "int8", "nf4"),
-                               "quantize the FLUX transformer (fp8: per-tensor scales; fp8-row: per-row; "
-                               "nf4: 4-bit, low memory; auto: by GPU)"),
+    # fp8-static: per-tensor scales, the activations' fixed by a calibration run at setup (no amax pass per
+    # GEMM; shared/quantize.apply_float8_static); opt-in until measured through the server.
+    "transformer": opts.Option("auto", "none", ("auto", "none", "fp8", "fp8-row", "fp8-static", "int8", "nf4"),
+                               "quantize the FLUX transformer (fp8: per-tensor scales; fp8-row: per-row; fp8-static: "
+                               "per-tensor, calibrated at setup; nf4: 4-bit, low memory; auto: by GPU)"),
     # Regional compile of the repeated transformer blocks: 21 s once instead of a whole-model compile
     # that did not finish in 6 minutes; hot-swapped LoRAs never trigger a recompile.
     "compile": opts.Option("on", "off", ("on", "off"), "torch.compile the transformer blocks"),
@@ -67,13 +69,14 @@ OPTIONS = {
 }
 
 
-def optimize(pipe, chosen: dict[str, str]) -> list[str]:
-    """Apply the chosen optimizations in a fixed order; returns the names of those applied."""
+def optimize(pipe, chosen: dict[str, str], calibrate=None) -> list[str]:
+    """Apply the chosen optimizations in a fixed order; returns the names of those applied. `calibrate` runs
+    the pipeline on representative inputs (transformer=fp8-static observes its activations' ranges then)."""
     applied = []
     if chosen["text_encoder"] == "int8":
         quantize.apply_int8_weight_only(pipe.text_encoder_2)
         applied.append("text_encoder:int8")
-    return applied + optimize_transformer(pipe.transformer, chosen)
+    return applied + optimize_transformer(pipe.transformer, chosen, calibrate)
 
 
 def not_lora(module, name: str) -> bool:
@@ -82,13 +85,17 @@ def not_lora(module, name: str) -> bool:
     return "lora_" not in name
 
 
-def optimize_transformer(transformer, chosen: dict[str, str]) -> list[str]:
+def optimize_transformer(transformer, chosen: dict[str, str], calibrate=None) -> list[str]:
     """The transformer's own steps, in order: quantize, compile, CUDA graphs (benchmarks apply them to copies)."""
     applied = []
     if chosen["transformer"] == "nf4":
         applied.append("transformer:nf4")  # quantized while loading (FluxLoraRunner.setup)
     elif chosen["transformer"] != "none":
-        if chosen["transformer"] == "int8":
+        if chosen["transformer"] == "fp8-static":
+            if calibrate is None:
+                raise ValueError("transformer=fp8-static needs a calibration run (optimize(..., calibrate=))")
+            quantize.apply_float8_static(transformer, calibrate, filter_fn=not_lora)
+        elif chosen["transformer"] == "int8":
             quantize.apply_int8_weight_only(transformer, filter_fn=not_lora)
         else:
             granularity = "row" if chosen["transformer"] == "fp8-row" else "tensor"
@@ -182,7 +189,7 @@ class FluxLoraRunner(BaseRunner):
         with phases("compile_cache"):
             compile_cache.load(self.source.local_path, self.dep.name, cache_key)
         with phases("optimize"):
-            applied = optimize(self.pipe, self.options)
+            applied = optimize(self.pipe, self.options, calibrate=self._calibrate)
         if self.options["warmup"] == "on":
             with phases("warmup"):  # where compilation happens
                 self._warmup()
@@ -213,6 +220,14 @@ class FluxLoraRunner(BaseRunner):
             self.generate_image(self.warmup_inputs(width, height), steps=2, guidance=3.5, seed=0,
                                 route=self.router.route(None))
         log_event("warmup.done", seconds=round(time.perf_counter() - started, 2), sizes=WARMUP_SIZES)
+
+    def _calibrate(self) -> None:
+        """The activations fp8-static's scales are fixed from: both warm-up sizes, 4 steps each (high and low
+        noise), the base model and one style (an adapter changes what later layers read)."""
+        for route in (self.router.route(None), self.router.route(self.dep.loras[0].triggers[0])):
+            for width, height in WARMUP_SIZES:
+                self.generate_image(self.warmup_inputs(width, height), steps=4, guidance=3.5, seed=0, route=route)
+        self.router.activate(self.router.route(None))
 
     def warmup_inputs(self, width: int, height: int) -> dict:
         raise NotImplementedError

@@ -59,6 +59,33 @@ def apply_float8(model: nn.Module, filter_fn: LinearFilter | None = None, granul
     return model
 
 
+def apply_float8_static(model: nn.Module, calibrate: Callable[[], None], filter_fn: LinearFilter | None = None) -> nn.Module:
+    """torchao float8 with static per-tensor activation scales: each Linear's input range is observed (min-max)
+    while `calibrate()` runs the model on representative inputs, then its scale is fixed.
+
+    What it saves over dynamic per-tensor scales: the reduction over the whole activation before every GEMM
+    (25.7 ms of a 117 ms FLUX step at 1024, H200, 2026-12-04); compiled, the cast to fp8 fuses into the op that
+    makes the activation, and the GEMM is cuBLAS's plain per-tensor one (63 ms against per-row's 73 there).
+    What it costs: an input beyond the calibrated range saturates at fp8's largest value. Replicate's FLUX
+    serves with static per-tensor fp8; the calibration here runs at setup, on the weights actually served.
+    """
+    ao = require("torchao", install="torchao==0.18.0", purpose="float8 quantization")
+    from torchao.quantization import Float8StaticActivationFloat8WeightConfig, PerTensor
+
+    filter_fn = linear_only(filter_fn)
+    count = _count_linear(model, filter_fn)
+
+    def step(name: str):
+        return Float8StaticActivationFloat8WeightConfig(step=name, granularity=PerTensor(), **KEEP_INDUCTOR_CONFIG)
+
+    ao.quantization.quantize_(model, step("prepare"), filter_fn=filter_fn)  # Linear -> Float8ObservedLinear
+    calibrate()
+    observed = lambda m, name: type(m).__name__ == "Float8ObservedLinear"  # noqa: E731
+    ao.quantization.quantize_(model, step("convert"), filter_fn=observed)
+    log_event("quantize", method="torchao.float8_static_per_tensor", linear_layers=count)
+    return model
+
+
 def apply_hqq(model: nn.Module, *, nbits: int = 4, group_size: int = 64, device: str = "cpu",
               compute_dtype: torch.dtype = torch.float32) -> nn.Module:
     """HQQ (half-quadratic, calibration-free) weight quantization of every decoder Linear, via hqq itself.
