@@ -140,6 +140,11 @@ def profile_step(transformer, inputs: dict) -> dict:
 
 
 def bench_flux_variants(args) -> dict:
+    def calibrate(model):  # fp8-static's activation ranges: one step of each size
+        with torch.inference_mode():
+            for size in sizes:
+                model(**inputs[size])
+
     from shared import flux
     from tests.conftest import load_runner
 
@@ -170,9 +175,7 @@ def bench_flux_variants(args) -> dict:
         row = {"options": change}
         try:
             started = time.perf_counter()
-            calibrate = lambda m=model: [m(**inputs[s]) for s in sizes]  # noqa: E731 (fp8-static's ranges)
-            with torch.inference_mode():
-                applied = flux.optimize_transformer(model, {**BASE, **change}, calibrate)
+            applied = flux.optimize_transformer(model, {**BASE, **change}, functools.partial(calibrate, model))
             peak_memory_gb(reset=True)
             with torch.inference_mode():
                 for size in sizes:
