@@ -13,7 +13,7 @@ import torch
 
 from ..catalog import Deployment
 from ..weights import WeightSource
-from . import materialize_on
+from . import materialize_on, random_in_host_memory
 
 # Shrinks that keep every architecture flag of the real config (guidance embeds, 16 latent channels,
 # 8x VAE, rope axes summing to the head dim); only widths and depths change.
@@ -35,8 +35,10 @@ def _config(dep: Deployment, component: str) -> dict:
     return {k: v for k, v in cfg.items() if not k.startswith("_")}
 
 
-def build_random(dep: Deployment, *, tiny: bool, device: str, dtype: torch.dtype, pipeline_cls):
-    """A pipeline of the real FLUX architecture with seeded random weights."""
+def build_random(dep: Deployment, *, tiny: bool, device: str, dtype: torch.dtype, pipeline_cls,
+                 transformer_device: str | None = None):
+    """A pipeline of the real FLUX architecture with seeded random weights; the transformer on
+    `transformer_device` (host memory, for the low-memory mode) when it is not `device`."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
@@ -56,8 +58,14 @@ def build_random(dep: Deployment, *, tiny: bool, device: str, dtype: torch.dtype
     t5_cfg.update(vocab_size=len(tok2))
 
     torch.manual_seed(0)
+    transformer_device = transformer_device or device
     with materialize_on(device, dtype):
-        transformer = FluxTransformer2DModel(**t_cfg)
+        if transformer_device == device:
+            transformer = FluxTransformer2DModel(**t_cfg)
+        elif transformer_device == "cpu" and device.startswith("cuda"):
+            transformer = random_in_host_memory(lambda: FluxTransformer2DModel(**t_cfg), draw_on=device, dtype=dtype)
+        else:
+            raise ValueError(f"a random transformer on {transformer_device} with the rest on {device}")
         vae = AutoencoderKL(**v_cfg)
         text_encoder = CLIPTextModel(CLIPTextConfig(**c_cfg))
         text_encoder_2 = T5EncoderModel(T5Config(**t5_cfg))
@@ -66,7 +74,8 @@ def build_random(dep: Deployment, *, tiny: bool, device: str, dtype: torch.dtype
         vae=vae, text_encoder=text_encoder, tokenizer=tok,
         text_encoder_2=text_encoder_2, tokenizer_2=tok2, transformer=transformer,
     )
-    pipe.to(device=device, dtype=dtype)
+    for model in (vae, text_encoder, text_encoder_2, transformer):
+        model.to(dtype=dtype)
     return pipe
 
 
@@ -80,8 +89,8 @@ def load(dep: Deployment, source: WeightSource, *, device: str, dtype: torch.dty
     instead of it and the 9.5 GB T5 at once (about 24 GB of RAM needed instead of 34: a 32 GB machine will do)."""
     transformer_device = transformer_device or device
     if source.is_random:
-        pipe = build_random(dep, tiny=source.tiny, device=transformer_device, dtype=dtype, pipeline_cls=pipeline_cls)
-        return _rest_to(pipe, device) if transformer_device != device else pipe
+        return build_random(dep, tiny=source.tiny, device=device, dtype=dtype, pipeline_cls=pipeline_cls,
+                            transformer_device=transformer_device)
     kwargs = {"torch_dtype": dtype, **source.from_pretrained_kwargs}
     if transformer_device == device:
         return pipeline_cls.from_pretrained(source.location, **kwargs).to(device)
