@@ -155,7 +155,7 @@ class FluxLoraRunner(BaseRunner):
     def setup(self) -> None:
         import diffusers
 
-        started, phases = time.perf_counter(), Phases()
+        started, phases = time.perf_counter(), Phases(announce="setup.phase")
         self.dep = catalog.get(self.deployment)
         self.hw = select_device()
         self.options = opts.resolve(OPTIONS, cuda=self.hw.is_cuda)

@@ -128,7 +128,7 @@ class TextGenerationRunner(BaseRunner):
     batch_row_tokens = 2048
 
     def setup(self) -> None:
-        started, phases = time.perf_counter(), Phases()
+        started, phases = time.perf_counter(), Phases(announce="setup.phase")
         self.dep = catalog.get(self.deployment)
         self.hw = select_device()
         self.options = opts.resolve({**self.TEXT_OPTIONS, **self.OPTIONS}, cuda=self.hw.is_cuda)

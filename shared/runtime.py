@@ -98,10 +98,12 @@ def _malloc_trim():
 
 
 class Phases:
-    """Wall time of each named step of setup(): logged with setup.done, read by the cold-start benchmark."""
+    """Wall time of each named step of setup() or of a request: logged with setup.done / predict.end, read by
+    the benchmarks. `announce`: each step is also logged as it ends (a slow boot shows where it is)."""
 
-    def __init__(self):
+    def __init__(self, announce: str | None = None):
         self.seconds: dict[str, float] = {}
+        self.announce = announce
 
     @contextlib.contextmanager
     def __call__(self, name: str):
@@ -110,6 +112,8 @@ class Phases:
             yield
         finally:
             self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - started, 3)
+            if self.announce:
+                log_event(self.announce, phase=name, seconds=self.seconds[name])
 
 
 @dataclass(frozen=True)

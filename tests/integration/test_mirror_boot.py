@@ -67,6 +67,8 @@ def test_boots_from_the_mirror_and_predicts_without_leaking_credentials(mirror, 
         body = ok(server.predict(example_inputs(name)))
         log = server.log_path.read_text()
         [setup] = server.events("setup.done")
+        announced = {e["phase"]: e["seconds"] for e in server.events("setup.phase")}
+    assert announced == setup["phases"]  # each boot step is logged as it ends, not only in the summary
     assert setup["weights"].startswith("local:") and f"from mirror {mirror.url}" in setup["weights"]
     assert any((tmp_path / "weights" / weight_download.bundle(dep)).rglob("*.safetensors"))
     assert SECRET not in log and SECRET not in json.dumps(body)
