@@ -42,7 +42,8 @@ OPTIONS = {
     # nf4 (bitsandbytes 4-bit) is the low-memory mode: the transformer is quantized as it is loaded, one layer
     # at a time, so a 24 GB GPU never holds its 24 GB of 16-bit weights; "auto" picks it on such cards.
     # fp8-static: per-tensor scales, the activations' fixed by a calibration run at setup (no amax pass per
-    # GEMM; shared/quantize.apply_float8_static); opt-in until measured through the server.
+    # GEMM; shared/quantize.apply_float8_static): 3.2% faster through the server (H100, 2026-12-05); opt-in
+    # until its fidelity is measured on trained weights (an activation beyond the calibrated range saturates).
     "transformer": opts.Option("auto", "none", ("auto", "none", "fp8", "fp8-row", "fp8-static", "int8", "nf4"),
                                "quantize the FLUX transformer (fp8: per-tensor scales; fp8-row: per-row; fp8-static: "
                                "per-tensor, calibrated at setup; nf4: 4-bit, low memory; auto: by GPU)"),
@@ -60,8 +61,8 @@ OPTIONS = {
     "kernel_tuning": opts.Option("off", "off", ("off", "on"), "coordinate-descent tuning of compiled kernels (boot time)"),
     # The whole denoising step replayed as one CUDA graph per image size (shared/graphed_step.py): the
     # Python between compiled blocks and the unwrapping of fp8 weights left the GPU idle 10-35% of a step.
-    # shared-pool: every size's graph in one memory pool (about one step's activations held instead of one per
-    # size warmed); opt-in until `bench.py flux-memory` has measured what it saves of the 17 GiB target's gap.
+    # shared-pool: every size's graph in one memory pool. Measured through the server (H100, 2026-12-05): the
+    # serving peak stayed 18.95 GB, so the graphs' pools are not the 17 GB target's gap; opt-in.
     "cuda_graphs": opts.Option("on", "off", ("on", "off", "shared-pool"),
                                "replay the transformer step as a CUDA graph (shared-pool: one memory pool for all sizes)"),
     # One short generation in setup() so the first user request does not pay for compilation.
