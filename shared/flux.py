@@ -14,12 +14,12 @@ import torch
 from cog import BaseRunner
 
 from . import catalog, compile as selective_compile, compile_cache, options as opts, quantize, step_cache, user_lora
-from . import url_input, weights
+from . import fused_qkv, url_input, weights
 from .builders import flux as flux_builder
 from .builders.loras import STANDIN_VERSION, write_random_lora
 from .graphed_step import GraphedForward
 from .images import png_text, save
-from .lora_router import LoraTriggerRouter, load_normalized
+from .lora_router import SLOT, LoraTriggerRouter, load_normalized
 from .runtime import (SEED_MAX, InputError, Phases, cache_dir, explain_oom, gpu_memory_gb, log_event, peak_memory_gb,
                       resolve_seed, return_freed_memory, seed_everything, select_device)
 
@@ -47,6 +47,10 @@ OPTIONS = {
     "transformer": opts.Option("auto", "none", ("auto", "none", "fp8", "fp8-row", "fp8-static", "int8", "nf4"),
                                "quantize the FLUX transformer (fp8: per-tensor scales; fp8-row: per-row; fp8-static: "
                                "per-tensor, calibrated at setup; nf4: 4-bit, low memory; auto: by GPU)"),
+    # Q, K and V (and the text stream's) projections as one GEMM each, the LoRA slot fused with them
+    # (shared/fused_qkv.py): the input is read, and with fp8 quantized, once instead of three times. Opt-in
+    # until measured; not with nf4 (its layers are 4-bit before the optimizations run).
+    "fuse_qkv": opts.Option("off", "off", ("on", "off"), "fuse each attention's Q, K, V projections, LoRA slot included"),
     # Regional compile of the repeated transformer blocks: 21 s once instead of a whole-model compile
     # that did not finish in 6 minutes; hot-swapped LoRAs never trigger a recompile.
     "compile": opts.Option("on", "off", ("on", "off"), "torch.compile the transformer blocks"),
@@ -89,6 +93,12 @@ def not_lora(module, name: str) -> bool:
 def optimize_transformer(transformer, chosen: dict[str, str], calibrate=None) -> list[str]:
     """The transformer's own steps, in order: quantize, compile, CUDA graphs (benchmarks apply them to copies)."""
     applied = []
+    if chosen.get("fuse_qkv") == "on":
+        if chosen["transformer"] == "nf4":
+            log_event("fuse_qkv", skipped="the nf4 transformer's layers are 4-bit already")
+        else:  # before quantization: the fused layers are quantized as one
+            fused_qkv.fuse_qkv(transformer, SLOT)
+            applied.append("fuse_qkv")
     if chosen["transformer"] == "nf4":
         applied.append("transformer:nf4")  # quantized while loading (FluxLoraRunner.setup)
     elif chosen["transformer"] != "none":
@@ -191,6 +201,7 @@ class FluxLoraRunner(BaseRunner):
             compile_cache.load(self.source.local_path, self.dep.name, cache_key)
         with phases("optimize"):
             applied = optimize(self.pipe, self.options, calibrate=self._calibrate)
+            self.router.find_slot(self.pipe.transformer)  # fused projections hold the slot as views now
         if self.options["warmup"] == "on":
             with phases("warmup"):  # where compilation happens
                 self._warmup()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import fused_qkv
 from .catalog import Lora
 from .runtime import InputError, log_event
 
@@ -101,14 +102,19 @@ class LoraTriggerRouter:
         # The slot's parameters, found once. A swap copies an adapter into them: what peft's hotswap does
         # for equal shapes (`old.data.copy_(new)`), without diffusers' per-call key conversion and checks
         # (250-280 ms a swap on an H200) and from weights already on the GPU.
-        self._slot = {f"{prefix}.lora_{ab}.weight": getattr(pipe.transformer.get_submodule(prefix.removeprefix("transformer.")),
-                                                            f"lora_{ab}")[SLOT].weight
-                      for prefix in shapes for ab in "AB"}
+        self.find_slot(pipe.transformer)
         self._ready = {n: self._on_device(pad_to_slot(sd, shapes, target_rank)) for n, sd in adapters.items()}
         self._active = (BASE, 1.0)
         log_event("lora.attached", adapters=sorted(adapters), target_rank=target_rank, layers=len(shapes),
                   ranks={n: _rank(sd) for n, sd in adapters.items()},
                   layers_per_adapter={n: len(sd) // 2 for n, sd in adapters.items()})
+
+    def find_slot(self, transformer) -> None:
+        """(Re)find the slot's tensors in the transformer: after attach, and after an optimization that moved
+        them (fused projections hold them as views: shared/fused_qkv.py)."""
+        self._slot = {f"{prefix}.lora_{ab}.weight": fused_qkv.slot_tensor(transformer, prefix.removeprefix("transformer."),
+                                                                          ab, SLOT)
+                      for prefix in self.shapes for ab in "AB"}
 
     def route_user(self, key: str, read) -> Route:
         """A route to a user's adapter, kept ready for the slot; `read()` gives it (checked to fit:

@@ -117,13 +117,19 @@ def test_closing_the_stream_stops_generation_early(runners, monkeypatch):
     steps = []
     original = runner.engine.step
     monkeypatch.setattr(runner.engine, "step", lambda *a: steps.append(1) or original(*a))
+    list(collect(runner.stream(messages=[{"role": "user", "content": "hi"}], max_new_tokens=20, temperature=1.0,
+                               top_p=1.0, seed=1)))
+    assert steps, "the counter sees no decode step: the check below would pass by construction"
+    steps.clear()
     before = threading.active_count()
     stream = collect(runner.stream(messages=[{"role": "user", "content": "hi"}], max_new_tokens=5000, temperature=1.0,
                                    top_p=1.0, seed=1))
     next(stream)
     stream.close()  # what Cog does when the client goes away or cancels
     assert threading.active_count() <= before, "a thread of the stream outlived it"
-    assert 0 < len(steps) < 500, f"{len(steps)} decode steps ran after the consumer left"
+    # How many steps run before the close lands depends on the threads' timing (none, on a busy machine):
+    # only the bound is checked.
+    assert len(steps) < 500, f"{len(steps)} decode steps ran after the consumer left"
 
 
 def test_requests_take_the_smallest_warm_cache_and_only_a_longer_one_grows_it(monkeypatch):
