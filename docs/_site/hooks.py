@@ -133,6 +133,52 @@ def _pairs(title: str, pairs: dict[str, tuple[float, float]], labels: tuple[str,
     return fig
 
 
+def _stacked(title: str, rows: dict[str, dict[str, float]], totals: dict[str, float], xlabel: str,
+             target: float | None = None):
+    """One bar per row, split into its named parts (the same parts, in order, for every row), labelled with
+    the row's measured total."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 0.55 * len(rows) + 2.0))
+    names = list(rows)[::-1]
+    parts = list(rows[names[0]])
+    left = [0.0] * len(names)
+    for part, color in zip(parts, ("#9fa8da", "#3f51b5", "#ffb74d", "#bdbdbd"), strict=False):
+        widths = [rows[n][part] for n in names]
+        ax.barh(range(len(names)), widths, left=left, color=color, label=part)
+        left = [a + w for a, w in zip(left, widths, strict=True)]
+    for y, (end, name) in enumerate(zip(left, names, strict=True)):
+        ax.text(end, y, f" {totals[name]:.2f}", va="center", fontsize=8)
+    if target:
+        ax.axvline(target, color="#e53935", linestyle="--", linewidth=1, label=f"target {target:g}")
+    ax.set_yticks(list(range(len(names))), names)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=10)
+    ax.margins(x=0.12)
+    fig.legend(loc="lower center", ncol=5, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig
+
+
+def flux_request_phases(case: str = "1024x1024_28_steps") -> tuple[dict | None, dict[str, dict[str, float]]]:
+    """Where one FLUX request's predict_time goes, per configuration, from the newest flux-server file that
+    has the worker's phases (bench.py reads them from predict.end). Each part is its own median, so the parts
+    add up to the median predict_time only nearly; "the rest" is what the median predict_time has beyond them."""
+    for path in sorted(RESULTS.glob("*-flux-server-*.json"), reverse=True):
+        result = json.loads(path.read_text())
+        rows = {}
+        for dep, configs in result["deployments"].items():
+            for config, row in configs.items():
+                phases = (row.get(case) or {}).get("median_phases_s")
+                if phases:
+                    known = {"T5 + CLIP": phases["encode"], "denoise + VAE decode": phases["generate"],
+                             "write the PNG": phases["save"]}
+                    rows[f"{dep} {config}"] = {**known, "the rest": max(0.0, row[case]["median_s"] - sum(known.values()))}
+        if rows:
+            return result, rows
+    return None, {}
+
+
 def charts() -> dict[str, bytes]:
     import matplotlib
 
@@ -164,6 +210,13 @@ def charts() -> dict[str, bytes]:
                  if isinstance(configs[new][case], dict) and "median_s" in configs[new][case]}
         made["flux-server"] = _png(_pairs(f"predict_time, Cog server, median of {server['repeats']} "
                                           f"({_gpu(server)})", cases, (old, new), "seconds"))
+    result, rows = flux_request_phases()
+    if rows:
+        totals = {name: result["deployments"][name.split(" ", 1)[0]][name.split(" ", 1)[1]]["1024x1024_28_steps"]
+                  ["median_s"] for name in rows}
+        made["flux-phases"] = _png(_stacked(f"txt2img 1024x1024, 28 steps: predict_time by phase ({_gpu(result)})",
+                                            rows, totals, "seconds (median of each part; label: median predict_time)",
+                                            target=2.4))
     variants = _latest("*-flux-variants-graphs-N*.json")
     if variants:
         rows = {label: (row["ms_per_step"]["1024"], row["ms_per_step"]["768"])
@@ -204,5 +257,6 @@ def charts_page() -> str:
         "## Boot time, cold and with the compile artifact", "", "![cold start](charts/cold-start.png)", "",
         "## Text decode speed", "", "![decode speed](charts/text-decode.png)", "",
         "## FLUX through the Cog server, old default against new", "", "![FLUX server](charts/flux-server.png)", "",
+        "## Where a FLUX request's time goes", "", "![FLUX request phases](charts/flux-phases.png)", "",
         "## FLUX transformer step, each optimization", "", "![FLUX variants](charts/flux-variants.png)", "",
         "## FLUX step time (first measurement)", "", "![FLUX step](charts/flux-step.png)", ""])

@@ -25,3 +25,14 @@ def test_every_chart_on_the_page_is_drawn_from_a_result_file():
     drawn = hooks.charts()
     assert shown and shown <= set(drawn), f"named on the page but not drawn: {sorted(shown - set(drawn))}"
     assert all(png.startswith(b"\x89PNG") for png in drawn.values())
+
+
+def test_the_phase_chart_splits_each_configurations_predict_time_into_its_measured_parts():
+    result, rows = _hooks().flux_request_phases()
+    assert result is not None and "flux-lora-txt2img default" in rows
+    for config, parts in rows.items():
+        name = config.removeprefix("flux-lora-txt2img ")
+        measured = result["deployments"]["flux-lora-txt2img"][name]["1024x1024_28_steps"]
+        assert parts["denoise + VAE decode"] == measured["median_phases_s"]["generate"]
+        assert parts["the rest"] >= 0  # medians do not add up exactly: within 1% of predict_time's
+        assert abs(sum(parts.values()) - measured["median_s"]) < 0.01 * measured["median_s"]
