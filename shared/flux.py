@@ -18,7 +18,7 @@ from . import fused_qkv, url_input, weights
 from .builders import flux as flux_builder
 from .builders.loras import STANDIN_VERSION, write_random_lora
 from .graphed_step import GraphedForward
-from .images import png_text, save
+from .images import png_text, save, to_pil
 from .lora_router import SLOT, LoraTriggerRouter, load_normalized
 from .runtime import (SEED_MAX, InputError, Phases, cache_dir, explain_oom, gpu_memory_gb, log_event, peak_memory_gb,
                       resolve_seed, return_freed_memory, seed_everything, select_device)
@@ -256,14 +256,16 @@ class FluxLoraRunner(BaseRunner):
                       ms=round(1000 * (time.perf_counter() - started), 1))
         generator = seed_everything(seed)
         cache = step_cache.first_block_cache(self.pipe.transformer) if go_fast is not None else contextlib.nullcontext()
+        as_pil = "output_type" not in call  # a caller's own output_type (benchmarks: "np") is kept
         with explain_oom("width/height or num_inference_steps"), torch.inference_mode(), cache as state:
             result = self.pipe(
                 num_inference_steps=steps, guidance_scale=guidance, generator=generator,
-                max_sequence_length=self.max_sequence_length, **call,
+                max_sequence_length=self.max_sequence_length, **({"output_type": "pt"} if as_pil else {}), **call,
             )
+            image = to_pil(result.images[0]) if as_pil else result.images[0]  # 8-bit pixels made on the GPU
         if go_fast is not None:
             go_fast.update(steps_computed=state.computed, steps_skipped=state.skipped, threshold=state.threshold)
-        return result.images[0], swapped
+        return image, swapped
 
     def encode_prompt(self, prompt: str) -> dict:
         """The prompt as the transformer reads it (T5's sequence, CLIP's pooled vector), for the pipeline's

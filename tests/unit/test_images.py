@@ -68,3 +68,21 @@ def test_aspect_ratios_give_about_one_megapixel_in_their_shape_within_flux_bound
 def test_an_unknown_aspect_ratio_names_the_input():
     with pytest.raises(InputError, match="aspect_ratio"):
         images.size_for_aspect_ratio("2:1", megapixels=1.0, multiple=16, max_side=1440, min_side=256)
+
+
+def test_pixels_made_from_the_pipelines_tensor_are_diffusers_own_pil_bytes():
+    """shared/flux.py asks the pipeline for output_type="pt" and makes the 8-bit image itself (on the GPU where it
+    runs): the bytes must be those diffusers' "pil" output gives, ties at .5 included."""
+    import torch
+    from diffusers.image_processor import VaeImageProcessor
+
+    from shared.images import to_pil
+
+    processor = VaeImageProcessor(vae_scale_factor=16)
+    torch.manual_seed(0)
+    decoded = torch.randn(1, 3, 64, 48, dtype=torch.bfloat16)
+    decoded[0, 0, 0, :5] = torch.tensor([-1.0, 1.0, 1 / 255 - 1, 3 / 255 - 1, 0.0])  # edges and .5 ties
+    theirs = processor.postprocess(decoded, output_type="pil")[0]
+    ours = to_pil(processor.postprocess(decoded, output_type="pt")[0])
+    assert ours.mode == theirs.mode == "RGB" and ours.size == theirs.size == (48, 64)
+    assert ours.tobytes() == theirs.tobytes()
