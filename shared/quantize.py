@@ -36,6 +36,17 @@ def apply_int8_weight_only(model: nn.Module, filter_fn: LinearFilter | None = No
     return model
 
 
+def apply_float8_weight_only(model: nn.Module, filter_fn: LinearFilter | None = None) -> nn.Module:
+    """torchao float8 weight-only (e4m3, one scale per output row): the same bytes per weight as int8, read by
+    bf16 matmuls after an upcast that Inductor fuses; no activation quantization, so any GPU and the CPU run it."""
+    ao = require("torchao", install="torchao==0.18.0", purpose="float8 weight-only quantization")
+    filter_fn = linear_only(filter_fn)
+    count = _count_linear(model, filter_fn)
+    ao.quantization.quantize_(model, ao.quantization.Float8WeightOnlyConfig(**KEEP_INDUCTOR_CONFIG), filter_fn=filter_fn)
+    log_event("quantize", method="torchao.float8_weight_only", linear_layers=count)
+    return model
+
+
 def apply_float8(model: nn.Module, filter_fn: LinearFilter | None = None, granularity: str = "row") -> nn.Module:
     """torchao float8 (dynamic activation scales, fast accumulation): Hopper's fp8 tensor cores, half the memory.
 

@@ -32,7 +32,8 @@ class Runner(TextGenerationRunner):
         "prune": Option("magnitude:0.1", "magnitude:0.1",
                         ("none", "magnitude:<amount>", "gradual:<amount>", "structured:<amount>"),
                         "zero the smallest weights of q/k/v and MLP input projections"),
-        "quantize": Option("int8", "int8", ("none", "int8"), "torchao int8 weight-only on the language model"),
+        # fp8: float8 weight-only, the same bytes as int8 (opt-in until measured against it on a GPU).
+        "quantize": Option("int8", "int8", ("none", "int8", "fp8"), "torchao int8 or float8 weight-only on the language model"),
         # decode: static cache + compiled one-token decode step of the language model (int8 kernels only
         # pay off compiled); blocks: regional compile of its decoder layers. The vision tower runs once
         # per request, eagerly.
@@ -49,9 +50,13 @@ class Runner(TextGenerationRunner):
             method, amount = self.options["prune"].split(":")
             prune.apply(model, method, float(amount), scope=LANGUAGE_MODEL)
             path.append(self.options["prune"])
+        language_model = lambda m, name: name.startswith(LANGUAGE_MODEL)  # noqa: E731 (the vision tower stays 16-bit)
         if self.options["quantize"] == "int8":
-            quantize.apply_int8_weight_only(model, filter_fn=lambda m, name: name.startswith(LANGUAGE_MODEL))
+            quantize.apply_int8_weight_only(model, filter_fn=language_model)
             path.append("int8-weight-only")
+        elif self.options["quantize"] == "fp8":
+            quantize.apply_float8_weight_only(model, filter_fn=language_model)
+            path.append("fp8-weight-only")
         selective_compile.tune_kernels(self.options["kernel_tuning"] == "on")
         if self.options["compile"] == "decode":
             self.decode_compile = llm_backends.decode_step_compile()

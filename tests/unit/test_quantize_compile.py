@@ -124,3 +124,26 @@ def test_flux_precision_is_chosen_by_gpu_unless_named(monkeypatch, capability, g
     monkeypatch.setattr(flux, "gpu_memory_gb", lambda: gib)
     assert flux.transformer_precision("auto") == expected
     assert flux.transformer_precision("none") == "none" and flux.transformer_precision("fp8") == "fp8"
+
+
+def test_gemma_fp8_quantizes_the_language_model_only_and_keeps_its_greedy_answer(monkeypatch, runners):
+    """OPTIMIZE=quantize=fp8 (float8 weight-only, the same bytes as int8): every Linear of the language model
+    holds fp8 weights, the vision tower stays 16-bit, and the logits stay those of the int8 default's."""
+    from tests.conftest import load_runner
+
+    plain = runners("gemma3-4b-it")  # the default: int8, same pruning
+    assert plain.options["quantize"] == "int8"
+    monkeypatch.setenv("OPTIMIZE", "quantize=fp8,compile=off")
+    runner = load_runner("gemma3-4b-it")
+    runner.setup()
+    assert "fp8-weight-only" in runner.path
+    modules = dict(runner.model.named_modules())
+    language = [m for n, m in modules.items() if type(m) is nn.Linear and ".language_model." in f".{n}."]
+    vision = [m for n, m in modules.items() if type(m) is nn.Linear and "vision" in n]
+    assert language and all(type(m.weight).__name__ == "Float8Tensor" for m in language)
+    assert vision and all(type(m.weight) is nn.Parameter and m.weight.dtype != torch.float8_e4m3fn for m in vision)
+    ids = plain.encode([{"role": "user", "content": "hello there"}], {})["input_ids"]
+    with torch.inference_mode():
+        ours, theirs = runner.model(input_ids=ids).logits, plain.model(input_ids=ids).logits
+    assert not torch.equal(ours, theirs)
+    assert torch.nn.functional.cosine_similarity(ours.flatten(), theirs.flatten(), dim=0) > 0.99
