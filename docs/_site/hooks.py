@@ -122,14 +122,19 @@ def _pairs(title: str, pairs: dict[str, tuple[float, float]], labels: tuple[str,
     for y, n in enumerate(names):
         for offset, value in ((0.2, pairs[n][0]), (-0.2, pairs[n][1])):
             ax.text(value, y + offset, f" {value:g}", va="center", fontsize=8)
+    return _finish(fig, ax, names, title, xlabel, target, legend_columns=3)
+
+
+def _finish(fig, ax, names: list[str], title: str, xlabel: str, target: float | None, legend_columns: int):
+    """The horizontal bar charts' common frame: row names, the target line, title, axis label, legend below."""
     if target:
         ax.axvline(target, color="#e53935", linestyle="--", linewidth=1, label=f"target {target:g}")
-    ax.set_yticks(list(ys), names)
+    ax.set_yticks(list(range(len(names))), names)
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=10)
     ax.margins(x=0.12)
-    fig.legend(loc="lower center", ncol=3, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.legend(loc="lower center", ncol=legend_columns, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 
@@ -149,15 +154,7 @@ def _stacked(title: str, rows: dict[str, dict[str, float]], totals: dict[str, fl
         left = [a + w for a, w in zip(left, widths, strict=True)]
     for y, (end, name) in enumerate(zip(left, names, strict=True)):
         ax.text(end, y, f" {totals[name]:.2f}", va="center", fontsize=8)
-    if target:
-        ax.axvline(target, color="#e53935", linestyle="--", linewidth=1, label=f"target {target:g}")
-    ax.set_yticks(list(range(len(names))), names)
-    ax.set_xlabel(xlabel)
-    ax.set_title(title, fontsize=10)
-    ax.margins(x=0.12)
-    fig.legend(loc="lower center", ncol=5, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    return fig
+    return _finish(fig, ax, names, title, xlabel, target, legend_columns=5)
 
 
 def flux_request_phases(case: str = "1024x1024_28_steps") -> tuple[dict | None, dict[str, dict[str, float]]]:

@@ -7,18 +7,16 @@ Checked: every base layer is fp8 with one fixed activation scale, the LoRA slot 
 hot-swap exactly without recompiling, and the image stays close to the 16-bit model's.
 """
 
-import numpy as np
 import pytest
 import torch
 
-from tests.unit.test_lora_router import _compiled, _image
+from tests.unit.test_lora_router import (assert_near_the_16_bit_image, assert_styles_swap_exactly_without_recompiling,
+                                         compiled_once)
 
 
 @pytest.fixture(scope="module")
 def static_fp8():
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        runner_and_counter = _compiled(monkeypatch, "transformer=fp8-static,compile=on")
-    return runner_and_counter
+    return compiled_once("transformer=fp8-static,compile=on")
 
 
 def test_every_base_layer_is_fp8_with_a_calibrated_scale_and_the_slot_stays_16_bit(static_fp8):
@@ -37,18 +35,8 @@ def test_every_base_layer_is_fp8_with_a_calibrated_scale_and_the_slot_stays_16_b
 
 
 def test_styles_swap_exactly_and_never_recompile_over_fp8_layers(static_fp8):
-    runner, counter = static_fp8
-    first = _image(runner, "GHIBSKY")
-    graphs = counter.frame_count
-    anime, none = _image(runner, "Anime"), _image(runner, None)
-    assert np.abs(anime - first).mean() > 1.0 and np.abs(anime - none).mean() > 1.0
-    assert np.array_equal(first, _image(runner, "GHIBSKY"))
-    assert counter.frame_count == graphs
+    assert_styles_swap_exactly_without_recompiling(*static_fp8)
 
 
 def test_the_fp8_image_stays_close_to_the_16_bit_one(static_fp8, runners):
-    runner, _ = static_fp8
-    full = runners("flux-lora-txt2img")
-    assert full.options["transformer"] == "none"
-    quantized, reference, other_seed = _image(runner, "Anime"), _image(full, "Anime"), _image(full, "Anime", seed=8)
-    assert np.abs(quantized - reference).mean() < 0.25 * np.abs(other_seed - reference).mean()
+    assert_near_the_16_bit_image(static_fp8[0], runners)

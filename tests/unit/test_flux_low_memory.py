@@ -8,18 +8,16 @@ recompiling, and the image stays close to the 16-bit model's. When
 `transformer=auto` picks it: tests/unit/test_quantize_compile.py.
 """
 
-import numpy as np
 import pytest
 import torch
 
-from tests.unit.test_lora_router import _compiled, _image
+from tests.unit.test_lora_router import (assert_near_the_16_bit_image, assert_styles_swap_exactly_without_recompiling,
+                                         compiled_once)
 
 
 @pytest.fixture(scope="module")
 def low_memory():
-    with pytest.MonkeyPatch.context() as monkeypatch:  # OPTIMIZE is set for this setup only, not for `runners`
-        runner_and_counter = _compiled(monkeypatch, "transformer=nf4,compile=on")
-    return runner_and_counter
+    return compiled_once("transformer=nf4,compile=on")
 
 
 def test_every_base_layer_is_4_bit_and_the_lora_slot_stays_16_bit(low_memory):
@@ -34,19 +32,8 @@ def test_every_base_layer_is_4_bit_and_the_lora_slot_stays_16_bit(low_memory):
 
 
 def test_styles_swap_exactly_and_never_recompile_over_4_bit_layers(low_memory):
-    runner, counter = low_memory
-    first = _image(runner, "GHIBSKY")
-    graphs = counter.frame_count
-    anime, none = _image(runner, "Anime"), _image(runner, None)
-    assert np.abs(anime - first).mean() > 1.0 and np.abs(anime - none).mean() > 1.0
-    assert np.array_equal(first, _image(runner, "GHIBSKY"))
-    assert counter.frame_count == graphs
+    assert_styles_swap_exactly_without_recompiling(*low_memory)
 
 
 def test_the_4_bit_image_stays_close_to_the_16_bit_one(low_memory, runners):
-    """Same weights, prompt and seed: the 4-bit image is far nearer the 16-bit one than another seed's image."""
-    runner, _ = low_memory
-    full = runners("flux-lora-txt2img")
-    assert full.options["transformer"] == "none"
-    quantized, reference, other_seed = _image(runner, "Anime"), _image(full, "Anime"), _image(full, "Anime", seed=8)
-    assert np.abs(quantized - reference).mean() < 0.25 * np.abs(other_seed - reference).mean()
+    assert_near_the_16_bit_image(low_memory[0], runners)

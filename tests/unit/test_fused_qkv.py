@@ -7,14 +7,12 @@ import pytest
 import torch
 
 from shared import fused_qkv
-from tests.unit.test_lora_router import _compiled, _image
+from tests.unit.test_lora_router import _image, assert_styles_swap_exactly_without_recompiling, compiled_once
 
 
 @pytest.fixture(scope="module")
 def fused():
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        runner_and_counter = _compiled(monkeypatch, "fuse_qkv=on,compile=on")
-    return runner_and_counter
+    return compiled_once("fuse_qkv=on,compile=on")
 
 
 def test_every_attention_is_fused_and_the_old_projections_are_gone(fused):
@@ -35,13 +33,7 @@ def test_each_style_and_none_give_the_unfused_models_image(fused, runners):
 
 
 def test_styles_swap_exactly_through_the_views_and_never_recompile(fused):
-    runner, counter = fused
-    first = _image(runner, "GHIBSKY")
-    graphs = counter.frame_count
-    anime, none = _image(runner, "Anime"), _image(runner, None)
-    assert np.abs(anime - first).mean() > 1.0 and np.abs(anime - none).mean() > 1.0
-    assert np.array_equal(first, _image(runner, "GHIBSKY"))
-    assert counter.frame_count == graphs
+    assert_styles_swap_exactly_without_recompiling(*fused)
 
 
 def test_the_block_diagonal_slot_computes_each_projections_own_adapter():
@@ -67,10 +59,8 @@ def test_the_block_diagonal_slot_computes_each_projections_own_adapter():
 
 
 def test_quantization_takes_the_fused_base_and_leaves_the_fused_slot_16_bit():
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        runner, _ = _compiled(monkeypatch, "fuse_qkv=on,transformer=fp8-static,compile=off")
+    runner, counter = compiled_once("fuse_qkv=on,transformer=fp8-static,compile=off")
     layers = [m for m in runner.pipe.transformer.modules() if isinstance(m, fused_qkv.FusedLoraLinear)]
     assert layers and all(type(m.base.weight).__name__ == "PrototypeFloat8Tensor" for m in layers)
     assert all(m.lora_A.weight.dtype == m.lora_B.weight.dtype == runner.hw.dtype for m in layers)
-    first = _image(runner, "GHIBSKY")
-    assert np.abs(_image(runner, "Anime") - first).mean() > 1.0 and np.array_equal(first, _image(runner, "GHIBSKY"))
+    assert_styles_swap_exactly_without_recompiling(runner, counter)

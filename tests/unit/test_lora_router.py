@@ -119,6 +119,30 @@ def _compiled(monkeypatch, optimize="compile=on"):
     return runner, counter
 
 
+def compiled_once(optimize: str):
+    """`_compiled` for a module-scoped fixture (OPTIMIZE set for this setup only)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        return _compiled(monkeypatch, optimize)
+
+
+def assert_styles_swap_exactly_without_recompiling(runner, counter) -> None:
+    """Two styles and none give three images, a style comes back byte for byte, and no swap recompiles."""
+    first = _image(runner, "GHIBSKY")
+    graphs = counter.frame_count
+    anime, none = _image(runner, "Anime"), _image(runner, None)
+    assert np.abs(anime - first).mean() > 1.0 and np.abs(anime - none).mean() > 1.0
+    assert np.array_equal(first, _image(runner, "GHIBSKY"))
+    assert counter.frame_count == graphs
+
+
+def assert_near_the_16_bit_image(runner, runners) -> None:
+    """Same weights, prompt and seed: the image is far nearer the plain 16-bit model's than another seed's."""
+    full = runners("flux-lora-txt2img")
+    assert full.options["transformer"] == "none"
+    ours, reference, other_seed = _image(runner, "Anime"), _image(full, "Anime"), _image(full, "Anime", seed=8)
+    assert np.abs(ours - reference).mean() < 0.25 * np.abs(other_seed - reference).mean()
+
+
 @pytest.fixture()
 def compiled(monkeypatch):
     return _compiled(monkeypatch)
