@@ -37,13 +37,14 @@ def quiet_libraries() -> None:
 
 
 def hqq_quantize(model, *, via: str, device: str, dtype: torch.dtype, nbits: int = 4, group_size: int = 64,
-                 kernel: str = "torchao_int4"):
+                 kernel: str = "torchao_int4", filter_fn=None):
     """HQQ 4-bit weights: through Pruna's `smash` (`via="pruna"`, GPU only), or through hqq directly.
 
     Pruna's HQQ refuses CPU, hence the direct path; both quantize the same layers the same way. On a
     GPU the direct path patches in the same int4 kernels Pruna does (`kernel="torchao_int4"`: torch's
     tinygemm `_weight_int4pack_mm`) or gemlite's Triton GEMV kernels (`kernel="gemlite"`); on CPU
-    HQQ's own dequantize-then-matmul layers serve. Returns (model, path).
+    HQQ's own dequantize-then-matmul layers serve. `filter_fn` (direct path only): which Linears, for a model
+    hqq's HF wrapper does not know. Returns (model, path).
     """
     if via == "pruna":
         quiet_libraries()
@@ -60,7 +61,7 @@ def hqq_quantize(model, *, via: str, device: str, dtype: torch.dtype, nbits: int
         kernel = "int4mm" if fast else "dequantize"
         log_event("quantize", method="pruna.hqq", nbits=nbits, group_size=group_size, kernel=kernel, int4mm_layers=fast)
         return inner, f"pruna-hqq{nbits}-{kernel}"
-    apply_hqq(model, nbits=nbits, group_size=group_size, device=device, compute_dtype=dtype)
+    apply_hqq(model, nbits=nbits, group_size=group_size, device=device, compute_dtype=dtype, filter_fn=filter_fn)
     if device == "cpu":
         return model, f"hqq{nbits}"
     from hqq.utils.patching import prepare_for_inference

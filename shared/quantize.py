@@ -98,19 +98,32 @@ def apply_float8_static(model: nn.Module, calibrate: Callable[[], None], filter_
 
 
 def apply_hqq(model: nn.Module, *, nbits: int = 4, group_size: int = 64, device: str = "cpu",
-              compute_dtype: torch.dtype = torch.float32) -> nn.Module:
-    """HQQ (half-quadratic, calibration-free) weight quantization of every decoder Linear, via hqq itself.
+              compute_dtype: torch.dtype = torch.float32, filter_fn: LinearFilter | None = None) -> nn.Module:
+    """HQQ (half-quadratic, calibration-free) weight quantization, via hqq itself.
 
-    transformers' HqqConfig path raises NotImplementedError in 5.23, so hqq's own HF wrapper does it;
-    lm_head stays in full precision (hqq's default tags skip it).
+    Without `filter_fn`: every decoder Linear of a causal LM through hqq's HF wrapper (transformers' HqqConfig
+    path raises NotImplementedError in 5.23); lm_head stays in full precision (hqq's default tags skip it).
+    With it: the Linears it picks become hqq's `HQQLinear` one by one (a model hqq's wrapper does not know,
+    such as Gemma 3's language model inside its image-text model). hqq's inference backends then patch
+    `HQQLinear` wherever it is (`hqq.utils.patching.prepare_for_inference`).
     """
     require("hqq", install="hqq==0.2.8.post1", purpose="HQQ quantization")
-    from hqq.core.quantize import BaseQuantizeConfig
-    from hqq.models.hf.base import AutoHQQHFModel
+    from hqq.core.quantize import BaseQuantizeConfig, HQQLinear
 
-    count = _count_linear(model, linear_only(lambda m, n: "lm_head" not in n))
-    AutoHQQHFModel.quantize_model(model, quant_config=BaseQuantizeConfig(nbits=nbits, group_size=group_size),
-                                  compute_dtype=compute_dtype, device=device)
+    config = BaseQuantizeConfig(nbits=nbits, group_size=group_size)
+    if filter_fn is None:
+        from hqq.models.hf.base import AutoHQQHFModel
+
+        count = _count_linear(model, linear_only(lambda m, n: "lm_head" not in n))
+        AutoHQQHFModel.quantize_model(model, quant_config=config, compute_dtype=compute_dtype, device=device)
+    else:
+        targets = [name for name, m in model.named_modules() if linear_only(filter_fn)(m, name)]
+        for name in targets:
+            parent, _, attr = name.rpartition(".")
+            owner = model.get_submodule(parent) if parent else model
+            setattr(owner, attr, HQQLinear(getattr(owner, attr), quant_config=config, compute_dtype=compute_dtype,
+                                           device=device, del_orig=True))
+        count = len(targets)
     log_event("quantize", method="hqq", nbits=nbits, group_size=group_size, linear_layers=count)
     return model
 

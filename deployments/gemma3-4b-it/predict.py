@@ -32,8 +32,10 @@ class Runner(TextGenerationRunner):
         "prune": Option("magnitude:0.1", "magnitude:0.1",
                         ("none", "magnitude:<amount>", "gradual:<amount>", "structured:<amount>"),
                         "zero the smallest weights of q/k/v and MLP input projections"),
-        # fp8: float8 weight-only, the same bytes as int8 (opt-in until measured against it on a GPU).
-        "quantize": Option("int8", "int8", ("none", "int8", "fp8"), "torchao int8 or float8 weight-only on the language model"),
+        # fp8: float8 weight-only, the same bytes as int8; int4: HQQ 4-bit with the int4 kernels SmolLM3 uses
+        # (half the bytes again). Both opt-in until measured against int8 on a GPU.
+        "quantize": Option("int8", "int8", ("none", "int8", "fp8", "int4"),
+                           "weights of the language model: torchao int8 or float8 weight-only, or HQQ 4-bit"),
         # decode: static cache + compiled one-token decode step of the language model (int8 kernels only
         # pay off compiled); blocks: regional compile of its decoder layers. The vision tower runs once
         # per request, eagerly.
@@ -57,6 +59,10 @@ class Runner(TextGenerationRunner):
         elif self.options["quantize"] == "fp8":
             quantize.apply_float8_weight_only(model, filter_fn=language_model)
             path.append("fp8-weight-only")
+        elif self.options["quantize"] == "int4":
+            model, method = llm_backends.hqq_quantize(model, via="hqq", device=self.hw.device, dtype=self.hw.dtype,
+                                                      filter_fn=language_model)
+            path.append(method)
         selective_compile.tune_kernels(self.options["kernel_tuning"] == "on")
         if self.options["compile"] == "decode":
             self.decode_compile = llm_backends.decode_step_compile()
