@@ -236,6 +236,7 @@ class FluxLoraRunner(BaseRunner):
     def _calibrate(self) -> None:
         """The activations fp8-static's scales are fixed from: both warm-up sizes, 4 steps each (high and low
         noise), the base model and one style (an adapter changes what later layers read)."""
+        self.router.find_slot(self.pipe.transformer)  # calibration runs mid-optimize: after a fuse_qkv
         for route in (self.router.route(None), self.router.route(self.dep.loras[0].triggers[0])):
             for width, height in WARMUP_SIZES:
                 self.generate_image(self.warmup_inputs(width, height), steps=4, guidance=3.5, seed=0, route=route)
