@@ -13,6 +13,7 @@ Results are written as they come (a variant that fails or runs out of time is re
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import io
@@ -320,6 +321,8 @@ def bench_flux_server(args) -> dict:
         },
     }
     configs = dict(item.split("=", 1) for item in args.configs.split(";")) if args.configs else SERVER_CONFIGS
+    user_lora_files = contextlib.ExitStack()
+    args.user_lora_url = user_lora_url(user_lora_files, work, tiny=os.environ["WEIGHT_PROFILE"] == "tiny")
     result = {"repeats": args.repeats, "configs": configs, "gpu_memory_limit_gb": args.gpu_memory_gb, "deployments": {}}
     for name in args.deployments.split(","):
         for config, optimize in configs.items():
@@ -335,7 +338,25 @@ def bench_flux_server(args) -> dict:
                 row["error"] = f"{type(e).__name__}: {e}"[:2000]
             print(name, config, {k: v for k, v in row.items() if k != "setup"}, flush=True)
             (work / "flux-server-partial.json").write_text(json.dumps(result, indent=2))
+    user_lora_files.close()
     return result
+
+
+def user_lora_url(stack: contextlib.ExitStack, work: Path, tiny: bool = False) -> str:
+    """A user's LoRA as users send one: an http URL of a diffusers-format file, here served from this process.
+    Rank 16 (the slot's rank) on every block's attention projections of the FLUX transformer (the tiny one for
+    the tiny profile), whose layer shapes come from its config on the meta device (no weights are made)."""
+    from diffusers import FluxTransformer2DModel
+
+    from shared import catalog
+    from shared.builders import flux as flux_builder
+    from tests.mirror_server import MirrorServer
+    from tests.unit.test_user_lora import lora_bytes
+
+    with torch.device("meta"):
+        shapes = FluxTransformer2DModel(**flux_builder.transformer_config(catalog.get("flux-lora-txt2img"), tiny=tiny))
+    files = stack.enter_context(MirrorServer(work / "user-lora", prefix="/files"))
+    return files.add("user.safetensors", lora_bytes(shapes, rank=16))
 
 
 def go_fast_figures(predict, inputs: dict, exact: dict, repeats: int) -> dict:
@@ -393,12 +414,17 @@ def serve_config(name: str, config: str, env: dict, log_path: Path, cases: dict,
             if args.go_fast:
                 row[f"{case}_go_fast"] = go_fast_figures(predict, inputs, bodies[-1], args.repeats)
                 print(name, config, case, "go_fast", row[f"{case}_go_fast"], flush=True)
-        if name == "flux-lora-txt2img":  # every style, the base model, a style again: 4 steps at 768
-            swaps = [{"prompt": "x", "num_inference_steps": 4, "seed": 1, **({"trigger_word": t} if t else {})}
-                     for t in [*triggers, None, "Anime"]]
+        if name == "flux-lora-txt2img":  # every style, the base model, a user's LoRA, a style again: 4 steps at 768
+            routes = [*({"trigger_word": t} for t in triggers), {}, *[{"lora_weights": args.user_lora_url}] * 2,
+                      {"trigger_word": "Anime"}]
+            swaps = [{"prompt": "x", "num_inference_steps": 4, "seed": 1, **route} for route in routes]
             outputs = [predict(body) for body in swaps]
+            assert all(o["status"] == "succeeded" for o in outputs), [o.get("error") for o in outputs]
             row["swap_ms"] = [e["ms"] for e in log_events("\n".join(logs[-len(swaps):]), "lora.swapped")]
-            row["distinct_outputs_of_styles_and_none"] = len({o["output"][0] for o in outputs[:-1]})
+            # The user's LoRA twice: downloaded and checked the first time (this predict_time), kept the second.
+            row["user_lora_predict_time_s"] = [o["metrics"]["predict_time"] for o in outputs[-3:-1]]
+            row["distinct_outputs_of_styles_none_and_user"] = len({o["output"][0] for o in outputs[:-2]})
+            row["user_lora_comes_back_identical"] = outputs[-3]["output"] == outputs[-2]["output"]
             row["style_comes_back_identical"] = outputs[-1]["output"] == outputs[triggers.index("Anime")]["output"]
         row["peak_gpu_gb"] = max((e.get("peak_gpu_gb") or 0 for e in log_events("\n".join(logs), "predict.end")),
                                  default=None)

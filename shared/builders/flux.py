@@ -35,6 +35,11 @@ def _config(dep: Deployment, component: str) -> dict:
     return {k: v for k, v in cfg.items() if not k.startswith("_")}
 
 
+def transformer_config(dep: Deployment, tiny: bool = False) -> dict:
+    """The transformer's config as the checkpoint has it (shrunk for the tiny profile)."""
+    return {**_config(dep, "transformer"), **(TINY_TRANSFORMER if tiny else {})}
+
+
 def build_random(dep: Deployment, *, tiny: bool, device: str, dtype: torch.dtype, pipeline_cls,
                  transformer_device: str | None = None):
     """A pipeline of the real FLUX architecture with seeded random weights; the transformer on
@@ -45,7 +50,7 @@ def build_random(dep: Deployment, *, tiny: bool, device: str, dtype: torch.dtype
     from .tokenizers import clip_tokenizer, t5_tokenizer
 
     tok, tok2 = clip_tokenizer(), t5_tokenizer()
-    t_cfg, v_cfg = _config(dep, "transformer"), _config(dep, "vae")
+    t_cfg, v_cfg = transformer_config(dep), _config(dep, "vae")
     c_cfg, t5_cfg = _config(dep, "text_encoder"), _config(dep, "text_encoder_2")
     if tiny:
         t_cfg.update(TINY_TRANSFORMER)
