@@ -83,6 +83,17 @@ def log_events(text: str, name: str) -> list[dict]:
     return found
 
 
+def runner_class(deployment: str):
+    """Import deployments/<name>/predict.py as its own module (never as `predict`) and return its Runner."""
+    import importlib.util
+
+    path = REPO_ROOT / "deployments" / deployment / "predict.py"
+    spec = importlib.util.spec_from_file_location(f"predict_{deployment.replace('-', '_')}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.Runner
+
+
 def declared_concurrency(predict_py: Path) -> int:
     """N of `@cog.concurrent(max=N)` on the runner's run(), as `cog build` reads it (1 without one).
 

@@ -163,13 +163,18 @@ class FluxLoraRunner(BaseRunner):
     deployment: str
     pipeline_class: str  # a diffusers pipeline class name
 
+    @classmethod
+    def option_spec(cls) -> dict[str, opts.Option]:
+        """Every OPTIMIZE switch of this deployment."""
+        return OPTIONS
+
     def setup(self) -> None:
         import diffusers
 
         started, phases = time.perf_counter(), Phases(announce="setup.phase")
         self.dep = catalog.get(self.deployment)
         self.hw = select_device()
-        self.options = opts.resolve(OPTIONS, cuda=self.hw.is_cuda)
+        self.options = opts.resolve(self.option_spec(), cuda=self.hw.is_cuda)
         self.options["transformer"] = transformer_precision(self.options["transformer"])
         url_input.limit_cog_file_inputs(type(self))  # Cog fetches an `image` URL before run(): bound it
         cache_key = compile_cache.key(self.options)

@@ -127,11 +127,16 @@ class TextGenerationRunner(BaseRunner):
     # together; a longer one runs alone on the single-stream engine once the rows are free.
     batch_row_tokens = 2048
 
+    @classmethod
+    def option_spec(cls) -> dict[str, opts.Option]:
+        """Every OPTIMIZE switch of this deployment: the text deployments' own and its model's."""
+        return {**cls.TEXT_OPTIONS, **cls.OPTIONS}
+
     def setup(self) -> None:
         started, phases = time.perf_counter(), Phases(announce="setup.phase")
         self.dep = catalog.get(self.deployment)
         self.hw = select_device()
-        self.options = opts.resolve({**self.TEXT_OPTIONS, **self.OPTIONS}, cuda=self.hw.is_cuda)
+        self.options = opts.resolve(self.option_spec(), cuda=self.hw.is_cuda)
         url_input.limit_cog_file_inputs(type(self))  # Cog fetches an `image` URL before run(): bound it
         cache_key = compile_cache.key(self.options)
         with phases("weights"):

@@ -10,22 +10,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("WEIGHT_PROFILE", "tiny")
 
+from shared.cogserver import runner_class  # noqa: E402 (after the path is set); tests import it from here
+
 # The environment of every test server: tiny weights, one compute thread. Tiny models gain nothing from a
 # second thread, and on a busy 2-core machine a parallel region waits for whichever of its threads is
 # descheduled: two identical servers then ran 1.6x apart for tens of seconds, which the canary's latency
 # check rightly reads as a persistent slowdown.
 TEST_SERVER_ENV = {"WEIGHT_PROFILE": "tiny", "OMP_NUM_THREADS": "1"}
-
-
-def runner_class(deployment: str):
-    """Import deployments/<name>/predict.py as its own module (never as `predict`) and return its Runner."""
-    import importlib.util
-
-    path = ROOT / "deployments" / deployment / "predict.py"
-    spec = importlib.util.spec_from_file_location(f"predict_{deployment.replace('-', '_')}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.Runner
 
 
 def load_runner(deployment: str):

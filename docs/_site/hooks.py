@@ -77,6 +77,17 @@ def inputs_table(schema: dict) -> str:
     return "\n".join(rows)
 
 
+def options_table(deployment: str) -> str:
+    """The deployment's OPTIMIZE switches, from its runner (the table setup() resolves)."""
+    from shared.cogserver import runner_class
+
+    rows = ["| switch | on a GPU | on CPU | choices | what it does |", "|---|---|---|---|---|"]
+    for name, option in runner_class(deployment).option_spec().items():
+        choices = ", ".join(f"`{c}`" for c in option.choices)
+        rows.append(f"| `{name}` | `{option.default_gpu}` | `{option.default_cpu}` | {choices} | {option.why} |")
+    return "\n".join(rows)
+
+
 def deployment_page(dep) -> str:
     schema = json.loads((ROOT / "deployments" / dep.name / ".cog" / "openapi_schema.json").read_text())
     output = schema["components"]["schemas"]["Output"]
@@ -97,6 +108,10 @@ def deployment_page(dep) -> str:
               "## Output", "",
               "Text, streamed token by token (`Accept: text/event-stream`), whole in the prediction's `output`."
               if streamed else "An image file (a data URI from a local server, a URL on Replicate).", "",
+              "## Optimization switches", "",
+              "Chosen once at setup; set any of them with `OPTIMIZE=name=value,...` (an unknown name or value stops "
+              "setup, naming the allowed ones). What each measured: `docs/optimizations.md`.", "",
+              options_table(dep.name), "",
               "## Try it", "", "```bash", f"make predict D={dep.name} I='{example}'", f"make {dep.name}"
               "                 # the example request above, through the real Cog server", "```", ""]
     return "\n".join(lines)

@@ -36,3 +36,15 @@ def test_the_phase_chart_splits_each_configurations_predict_time_into_its_measur
         assert parts["denoise + VAE decode"] == measured["median_phases_s"]["generate"]
         assert parts["the rest"] >= 0  # medians do not add up exactly: within 1% of predict_time's
         assert abs(sum(parts.values()) - measured["median_s"]) < 0.01 * measured["median_s"]
+
+
+def test_each_deployment_page_lists_exactly_the_optimize_switches_its_setup_resolves():
+    from shared import catalog
+    from shared.cogserver import runner_class
+
+    hooks = _hooks()
+    for dep in catalog.DEPLOYMENTS.values():
+        page = hooks.deployment_page(dep)
+        table = page.split("## Optimization switches", 1)[1].split("## Try it", 1)[0]
+        listed = re.findall(r"^\| `([\w-]+)` \| `", table, flags=re.M)
+        assert listed == list(runner_class(dep.name).option_spec()), dep.name
