@@ -459,15 +459,29 @@ def pool_gib() -> dict:
 
 
 class PhasePeaks:
-    """The peak allocated memory of each phase of a request, above what was allocated when the phase began."""
+    """The peak allocated memory of each phase of a request, above what was allocated when the phase began.
+    Each phase resets the allocator's peak, so the whole request's peak is kept here (`whole_peak`): read
+    before each reset and at the end."""
 
     def __init__(self):
         self.peaks: dict[str, dict] = {}
+        self.overall = 0
+
+    def start_request(self) -> None:
+        self.peaks, self.overall = {}, 0
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+    def whole_peak(self) -> int:
+        torch.cuda.synchronize()
+        self.overall = max(self.overall, torch.cuda.max_memory_allocated())
+        return self.overall
 
     def wrap(self, name: str, fn):
         def measured(*args, **kwargs):
             torch.cuda.synchronize()
             before = torch.cuda.memory_allocated()
+            self.overall = max(self.overall, torch.cuda.max_memory_allocated())  # what came before this phase
             torch.cuda.reset_peak_memory_stats()
             out = fn(*args, **kwargs)
             torch.cuda.synchronize()
@@ -504,13 +518,10 @@ def bench_flux_memory(args) -> dict:
     route = runner.router.route("Anime")
     try:
         for size in (int(s) for s in args.sizes.split(",")):
-            phases.peaks = {}
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
+            phases.start_request()
             runner.generate_image({"prompt": route.apply_to("a lighthouse at dusk"), "width": size, "height": size},
                                   steps=args.steps, guidance=3.5, seed=1, route=route)
-            torch.cuda.synchronize()
-            request_peak = round(torch.cuda.max_memory_allocated() / GIB, 3)
+            request_peak = round(phases.whole_peak() / GIB, 3)
             result["requests"][f"{size}x{size}_{args.steps}_steps"] = {"phases": phases.peaks, "pools": pool_gib(),
                                                                        "whole_request_peak_gib": request_peak}
             print(size, result["requests"][f"{size}x{size}_{args.steps}_steps"], flush=True)
