@@ -245,8 +245,8 @@ def end_to_end(runner, change: dict, args) -> dict:
         return runner.generate_image(call, steps=steps, guidance=3.5, seed=1, route=route)[0]
 
     reference = image(1024, 28)  # bf16 eager transformer, same weights, seed and T5
-    out["applied"] = flux.optimize_transformer(runner.pipe.transformer, {**BASE, **change}, runner._calibrate)
-    runner.router.find_slot(runner.pipe.transformer)
+    out["applied"] = flux.optimize_transformer(runner.pipe.transformer, {**BASE, **change}, runner._calibrate,
+                                               runner.router)
     started = time.perf_counter()
     for size in (1024, 768):
         image(size, 2)  # compiles and captures each size's graph

@@ -74,14 +74,15 @@ OPTIONS = {
 }
 
 
-def optimize(pipe, chosen: dict[str, str], calibrate=None) -> list[str]:
+def optimize(pipe, chosen: dict[str, str], calibrate=None, router=None) -> list[str]:
     """Apply the chosen optimizations in a fixed order; returns the names of those applied. `calibrate` runs
-    the pipeline on representative inputs (transformer=fp8-static observes its activations' ranges then)."""
+    the pipeline on representative inputs (transformer=fp8-static observes its activations' ranges then);
+    `router`, the LoRA router whose slot fuse_qkv moves."""
     applied = []
     if chosen["text_encoder"] == "int8":
         quantize.apply_int8_weight_only(pipe.text_encoder_2)
         applied.append("text_encoder:int8")
-    return applied + optimize_transformer(pipe.transformer, chosen, calibrate)
+    return applied + optimize_transformer(pipe.transformer, chosen, calibrate, router)
 
 
 def not_lora(module, name: str) -> bool:
@@ -90,14 +91,17 @@ def not_lora(module, name: str) -> bool:
     return "lora_" not in name
 
 
-def optimize_transformer(transformer, chosen: dict[str, str], calibrate=None) -> list[str]:
-    """The transformer's own steps, in order: quantize, compile, CUDA graphs (benchmarks apply them to copies)."""
+def optimize_transformer(transformer, chosen: dict[str, str], calibrate=None, router=None) -> list[str]:
+    """The transformer's own steps, in order: quantize, compile, CUDA graphs (benchmarks apply them to copies,
+    with no router)."""
     applied = []
     if chosen.get("fuse_qkv") == "on":
         if chosen["transformer"] == "nf4":
             log_event("fuse_qkv", skipped="the nf4 transformer's layers are 4-bit already")
         else:  # before quantization: the fused layers are quantized as one
             fused_qkv.fuse_qkv(transformer, SLOT)
+            if router is not None:
+                router.find_slot(transformer)  # the slot's tensors are views into the fused layers now
             applied.append("fuse_qkv")
     if chosen["transformer"] == "nf4":
         applied.append("transformer:nf4")  # quantized while loading (FluxLoraRunner.setup)
@@ -205,8 +209,7 @@ class FluxLoraRunner(BaseRunner):
         with phases("compile_cache"):
             compile_cache.load(self.source.local_path, self.dep.name, cache_key)
         with phases("optimize"):
-            applied = optimize(self.pipe, self.options, calibrate=self._calibrate)
-            self.router.find_slot(self.pipe.transformer)  # fused projections hold the slot as views now
+            applied = optimize(self.pipe, self.options, calibrate=self._calibrate, router=self.router)
         if self.options["warmup"] == "on":
             with phases("warmup"):  # where compilation happens
                 self._warmup()
@@ -241,7 +244,6 @@ class FluxLoraRunner(BaseRunner):
     def _calibrate(self) -> None:
         """The activations fp8-static's scales are fixed from: both warm-up sizes, 4 steps each (high and low
         noise), the base model and one style (an adapter changes what later layers read)."""
-        self.router.find_slot(self.pipe.transformer)  # calibration runs mid-optimize: after a fuse_qkv
         for route in (self.router.route(None), self.router.route(self.dep.loras[0].triggers[0])):
             for width, height in WARMUP_SIZES:
                 self.generate_image(self.warmup_inputs(width, height), steps=4, guidance=3.5, seed=0, route=route)

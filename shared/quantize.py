@@ -119,10 +119,8 @@ def apply_hqq(model: nn.Module, *, nbits: int = 4, group_size: int = 64, device:
     else:
         targets = [name for name, m in model.named_modules() if linear_only(filter_fn)(m, name)]
         for name in targets:
-            parent, _, attr = name.rpartition(".")
-            owner = model.get_submodule(parent) if parent else model
-            setattr(owner, attr, HQQLinear(getattr(owner, attr), quant_config=config, compute_dtype=compute_dtype,
-                                           device=device, del_orig=True))
+            model.set_submodule(name, HQQLinear(model.get_submodule(name), quant_config=config,
+                                                compute_dtype=compute_dtype, device=device, del_orig=True))
         count = len(targets)
     log_event("quantize", method="hqq", nbits=nbits, group_size=group_size, linear_layers=count)
     return model
@@ -149,9 +147,7 @@ def to_device_nf4(model: nn.Module, device: str, *, compute_dtype: torch.dtype,
                                             quant_type="nf4", compress_statistics=True)
         if linear.bias is not None:
             four_bit.bias = nn.Parameter(linear.bias.data.to(compute_dtype), requires_grad=False)
-        four_bit = four_bit.to(device)  # Params4bit quantizes as it moves
-        parent, _, attr = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, attr, four_bit)
+        model.set_submodule(name, four_bit.to(device))  # Params4bit quantizes as it moves
     method = "bitsandbytes.nf4"
     log_event("quantize", method=method, linear_layers=len(targets), device=str(device))
     return method

@@ -50,10 +50,9 @@ def build_random(dep: Deployment, *, tiny: bool, device: str, dtype: torch.dtype
     from .tokenizers import clip_tokenizer, t5_tokenizer
 
     tok, tok2 = clip_tokenizer(), t5_tokenizer()
-    t_cfg, v_cfg = transformer_config(dep), _config(dep, "vae")
+    t_cfg, v_cfg = transformer_config(dep, tiny), _config(dep, "vae")
     c_cfg, t5_cfg = _config(dep, "text_encoder"), _config(dep, "text_encoder_2")
     if tiny:
-        t_cfg.update(TINY_TRANSFORMER)
         v_cfg.update(TINY_VAE)
         c_cfg.update(TINY_CLIP)
         t5_cfg.update(TINY_T5)
