@@ -70,6 +70,7 @@ def hqq_quantize(model, *, via: str, device: str, dtype: torch.dtype, nbits: int
         pack_hqq_int4_on_any_torch()
     else:
         require("gemlite", install="gemlite==0.6.0.post2", purpose="HQQ's gemlite int4 kernels")
+        load_gemlite_configs()
     prepare_for_inference(model, backend=kernel)
     patched = sum(type(m).__name__ in _INT4_LAYERS[kernel] for m in model.modules())
     log_event("quantize", method="hqq", nbits=nbits, group_size=group_size, kernel=kernel, patched_layers=patched)
@@ -80,6 +81,35 @@ def hqq_quantize(model, *, via: str, device: str, dtype: torch.dtype, nbits: int
 
 # The layer classes each of hqq's inference backends swaps in (hqq 0.2.8.post1, gemlite 0.6.0.post2).
 _INT4_LAYERS = {"torchao_int4": ("HQQLinearTorchWeightOnlynt4",), "gemlite": ("GemLiteLinearTriton", "GemLiteLinear")}
+
+
+# gemlite's tuned kernel configs by architecture (files in gemlite/configs/ of 0.6.0.post2), for a GPU whose
+# name matches none of the files: the H200 ("nvidia_h200") has the H100's SMs and takes its tunings.
+GEMLITE_CONFIG_BY_ARCH = {(9, 0): "h100", (8, 0): "a100", (8, 9): "l40s"}
+
+
+def gemlite_config_for(gpu_name: str, capability: tuple[int, int], shipped: list[str]) -> str | None:
+    """Which of gemlite's shipped config files (`shipped`: their tags) this GPU should load, or None when
+    gemlite loads one itself (a tag in the GPU's name, which is its own rule) or none fits."""
+    name = gpu_name.lower().replace(" ", "_")
+    if any(tag in name for tag in shipped):
+        return None
+    tag = GEMLITE_CONFIG_BY_ARCH.get(tuple(capability))
+    return tag if tag in shipped else None
+
+
+def load_gemlite_configs() -> None:
+    """gemlite autotunes each matmul shape at its first call unless a tuned config is loaded; it loads its
+    own file only when the file's tag is in the GPU's name. Without one (an H200), the decode step's compile
+    was still autotuning after several minutes (2026-12-05). Load the same architecture's file."""
+    import gemlite
+    from gemlite.core import GemLiteLinear
+
+    folder = os.path.join(os.path.dirname(gemlite.__file__), "configs")
+    shipped = [f.removesuffix(".json") for f in os.listdir(folder) if f.endswith(".json")]
+    tag = gemlite_config_for(torch.cuda.get_device_name(), torch.cuda.get_device_capability(), shipped)
+    if tag and GemLiteLinear.load_config(os.path.join(folder, f"{tag}.json")):
+        log_event("gemlite.configs", loaded=tag, gpu=torch.cuda.get_device_name())
 
 
 def pack_hqq_int4_on_any_torch() -> None:
