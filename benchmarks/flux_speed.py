@@ -512,7 +512,8 @@ def bench_flux_memory(args) -> dict:
               "pools_after_setup": pool_gib(), "requests": {}}
     phases = PhasePeaks()
     pipe.encode_prompt = phases.wrap("encode_prompt (T5 + CLIP)", pipe.encode_prompt)
-    pipe.vae.decode = phases.wrap("vae_decode", pipe.vae.decode)
+    decode, latents = pipe.vae.decode, {}
+    pipe.vae.decode = phases.wrap("vae_decode", lambda z, **kw: latents.update(last=z) or decode(z, **kw))
     transformer_call = pipe.transformer.forward
     pipe.transformer.forward = phases.wrap("transformer_step", transformer_call)
     route = runner.router.route("Anime")
@@ -525,6 +526,42 @@ def bench_flux_memory(args) -> dict:
             result["requests"][f"{size}x{size}_{args.steps}_steps"] = {"phases": phases.peaks, "pools": pool_gib(),
                                                                        "whole_request_peak_gib": request_peak}
             print(size, result["requests"][f"{size}x{size}_{args.steps}_steps"], flush=True)
+            result["requests"][f"{size}x{size}_{args.steps}_steps"]["vae_decode_modes"] = vae_decode_modes(
+                pipe.vae, decode, latents["last"])
+            print(size, "vae", result["requests"][f"{size}x{size}_{args.steps}_steps"]["vae_decode_modes"], flush=True)
     finally:
         pipe.transformer.forward = transformer_call
     return result
+
+
+def vae_decode_modes(vae, decode, z, repeats: int = 3) -> dict:
+    """The request's own latents decoded in one pass and in tiles (vae=tiled, shared/flux.tile_vae_decode): for
+    each, the peak allocated above the start and the median ms; and the PSNR of the tiled image against the
+    one-pass one. The VAE's tiling state is put back as it was."""
+    from shared import flux
+
+    kept = vae.use_tiling, vae.tile_sample_min_size, vae.tile_latent_min_size
+    figures, images = {}, {}
+    try:
+        for mode in ("full", "tiled"):
+            if mode == "tiled":
+                flux.tile_vae_decode(vae, flux.VAE_TILE_PX)
+            else:
+                vae.disable_tiling()
+            times, above = [], 0
+            for _ in range(repeats):
+                torch.cuda.synchronize()
+                before = torch.cuda.memory_allocated()
+                torch.cuda.reset_peak_memory_stats()
+                started = time.perf_counter()
+                with torch.inference_mode():
+                    out = decode(z, return_dict=False)[0]
+                torch.cuda.synchronize()
+                times.append(time.perf_counter() - started)
+                above = max(above, torch.cuda.max_memory_allocated() - before)
+            images[mode] = ((out.float().clamp(-1, 1) + 1) / 2).cpu().numpy()
+            figures[mode] = {"above_start_gib": round(above / GIB, 3), "median_ms": round(statistics.median(times) * 1e3, 1)}
+    finally:
+        vae.use_tiling, vae.tile_sample_min_size, vae.tile_latent_min_size = kept
+    figures["psnr_db_tiled_vs_full"] = psnr(images["tiled"], images["full"])
+    return figures

@@ -7,6 +7,7 @@ import argparse
 import torch
 
 from benchmarks import flux_speed
+from shared import flux
 
 GIB = 2**30
 
@@ -52,6 +53,7 @@ def test_each_phase_and_the_whole_request_get_their_own_peak(monkeypatch):
         return runner
 
     monkeypatch.setattr(tests.conftest, "load_runner", load_runner)
+    monkeypatch.setattr(flux, "VAE_TILE_PX", 64)  # tiles of the tiny 128 px image, as 512 px ones of FLUX's 1024
     result = flux_speed.bench_flux_memory(argparse.Namespace(deployment="flux-lora-txt2img", sizes="128", steps=2))
     request = result["requests"]["128x128_2_steps"]
     assert request["phases"]["transformer_step"]["above_start_gib"] == 8.0
@@ -59,3 +61,7 @@ def test_each_phase_and_the_whole_request_get_their_own_peak(monkeypatch):
     assert request["phases"]["vae_decode"]["above_start_gib"] == 5.0
     assert request["whole_request_peak_gib"] == 11.0  # the weights and the step: not the VAE's 8
     assert result["pools_after_setup"] == {"(0, 0)": {"reserved_gib": 4.0, "allocated_gib": 3.0}}
+    # the request's latents decoded both ways: tiles blend at their seams, so near but not the same image
+    modes = request["vae_decode_modes"]
+    assert modes["full"]["above_start_gib"] == modes["tiled"]["above_start_gib"] == 5.0
+    assert 10 < modes["psnr_db_tiled_vs_full"] < float("inf")
