@@ -96,6 +96,13 @@ def collect(stream: AsyncIterator[str]) -> Iterator[str]:
         loop.close()
 
 
+def attention_option(gpu_default: str) -> opts.Option:
+    """OPTIMIZE=attention: SDPA, or grouped decode attention (shared/decode_attention.py), which attends over
+    the grouped KV heads where transformers' SDPA path copies them out to every query head each step."""
+    return opts.Option(gpu_default, "sdpa", ("sdpa", "grouped"),
+                       "decode steps attend over grouped KV heads without copying them (shared/decode_attention.py)")
+
+
 class TextGenerationRunner(BaseRunner):
     """Base for the chat deployments. Subclasses set `deployment`, `OPTIONS` and define `load_model()`."""
 
@@ -103,9 +110,8 @@ class TextGenerationRunner(BaseRunner):
     OPTIONS: dict[str, opts.Option] = {}
     # Options of every text deployment, next to its own OPTIONS.
     TEXT_OPTIONS = {
-        # Opt-in until measured on a GPU: the copy of grouped KV heads it removes cost 20% of SmolLM3's step.
-        "attention": opts.Option("sdpa", "sdpa", ("sdpa", "grouped"),
-                                 "decode steps attend over grouped KV heads without copying them (shared/decode_attention.py)"),
+        # Opt-in where not measured on a GPU (SmolLM3 measured it and takes it: its predict.py).
+        "attention": attention_option(gpu_default="sdpa"),
     }
     # Template to render prompts with: "vendored" always uses shared/assets/<model>/chat_template.jinja
     # (SmolLM3: its think/no_think logic lives there); "checkpoint" uses the checkpoint's own template
