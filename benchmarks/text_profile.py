@@ -6,7 +6,8 @@
 For each kernel (hqq's torchao_int4 = torch's tinygemm, hqq's gemlite = Triton GEMV/GEMM, bf16 = no
 quantization) on the same synthetic full-size model, with the engine and batched decoder the server
 builds (one 2,048-token cache, 8 rows, the same compile settings):
-- prefill of a 512-token prompt (eager, as served): the long-prompt time to first token;
+- prefill of a 512-token prompt, eager (as served by default) and compiled for any length
+  (`OPTIMIZE=prefill=compiled`): the long-prompt time to first token, and a profile of one of each;
 - single-stream decode, 512 sampled tokens (the engine: requests longer than a row);
 - the batched decoder with one request: in the rows' step at chunk 1 (a host sync per step, the code
   before) and chunk 8, and as served (alone, it decodes on the engine's step);
@@ -100,7 +101,7 @@ def profile_variant(dep, variant: str, args) -> dict:
     selective_compile.tune_kernels(kernel != "bf16")  # as the deployment sets it
     row["load_s"] = round(time.perf_counter() - started, 1)
     compile_step = llm_backends.decode_step_compile()
-    single = DecodeEngine(model, [2048], compile_step=compile_step)
+    single = DecodeEngine(model, [2048], compile_step=compile_step, compile_prefill=llm_backends.prefill_compile())
     batch = BatchedDecoder(model, rows=8, row_tokens=2048, single=single, compile_step=compile_step)
     warm = {"input_ids": tok("warm up", return_tensors="pt", add_special_tokens=False)["input_ids"].cuda()}
     started = time.perf_counter()
@@ -115,14 +116,23 @@ def profile_variant(dep, variant: str, args) -> dict:
     long_ids = tok(LONG_PROMPT, return_tensors="pt")["input_ids"][:, :512].cuda()  # the issue's 512-token prompt
     cache = batch.prefill_cache
 
-    def prefill():
-        cache.reset()
-        with torch.inference_mode():
-            model(input_ids=long_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    def prefill(compiled: bool):
+        def run():
+            cache.reset()
+            with torch.inference_mode():
+                if compiled:  # OPTIMIZE=prefill=compiled: one graph for any prompt length
+                    single.prefill({"input_ids": long_ids}, cache)
+                else:
+                    model(input_ids=long_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        return run
 
-    times = [batch.call(lambda: _sync_time(prefill)) for _ in range(args.repeats + 1)][1:]
-    row["prefill"] = {"prompt_tokens": int(long_ids.shape[1]), "median_ms": round(1e3 * statistics.median(times), 1)}
-    print(variant, "prefill", row["prefill"], flush=True)
+    for name, compiled in (("prefill", False), ("prefill_compiled", True)):
+        started = time.perf_counter()
+        run = prefill(compiled)
+        times = [batch.call(lambda: _sync_time(run)) for _ in range(args.repeats + 1)]  # noqa: B023 (called here)
+        row[name] = {"prompt_tokens": int(long_ids.shape[1]), "median_ms": round(1e3 * statistics.median(times[1:]), 1),
+                     "first_s": round(times[0], 1), "seconds": round(time.perf_counter() - started, 1)}
+        print(variant, name, row[name], flush=True)
 
     prompt = {"input_ids": tok("Tell me a long story about a lighthouse keeper.", return_tensors="pt")["input_ids"].cuda()}
 
@@ -165,6 +175,9 @@ def profile_variant(dep, variant: str, args) -> dict:
         prof = profiled(lambda: batch.call(lambda: [None for _ in single.generate(prompt, max_new_tokens=33,
                                                                                  sampling=Sampling(0.7, 0.9, 2))]))
         row["profile_single"] = _kernel_table(prof, 32)
+        for name, compiled in (("profile_prefill_512", False), ("profile_prefill_512_compiled", True)):
+            run = prefill(compiled)
+            row[name] = _kernel_table(profiled(lambda: batch.call(run)), 1)  # noqa: B023 (called here)
         if not args.single_only:
             prof = profiled(lambda: _batched(batch, prompt, 33, list(range(8)), 8))
             row["profile_batched8"] = _kernel_table(prof, 32)

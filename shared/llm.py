@@ -129,6 +129,9 @@ class TextGenerationRunner(BaseRunner):
     # torch.compile arguments for the engine's one-token step (load_model sets them: decode_step_compile()),
     # or None for an eager step.
     decode_compile: dict | None = None
+    # torch.compile arguments for the prompt's forward (text-only deployments: llm_backends.prefill_compile()),
+    # or None for an eager prefill.
+    prefill_compile: dict | None = None
     # Length of each batched row: requests up to this many tokens (prompt + max_new_tokens) are decoded
     # together; a longer one runs alone on the single-stream engine once the rows are free.
     batch_row_tokens = 2048
@@ -157,7 +160,7 @@ class TextGenerationRunner(BaseRunner):
         self.stop_ids = self.stop_token_ids()
         self.hidden_ids = torch.tensor(hidden_token_ids(self.text_tokenizer))  # once: Gemma has thousands of added tokens
         sizes = sorted({min(n, self.max_positions()) for n in (*self.static_cache_buckets, self.static_cache_tokens)})
-        self.engine = DecodeEngine(self.model, sizes, compile_step=self.decode_compile)
+        self.engine = DecodeEngine(self.model, sizes, compile_step=self.decode_compile, compile_prefill=self.prefill_compile)
         # Rows: the concurrency the deployment's run() declares (@cog.concurrent(max=N)). Every generation
         # runs on the decoder's one thread: CUDA graphs belong to the thread that captured them.
         rows = getattr(type(self).run, "__cog_concurrent_max__", 1)

@@ -144,6 +144,14 @@ def decode_step_compile() -> dict:
     return {"backend": backend, "mode": mode}
 
 
+def prefill_compile() -> dict:
+    """torch.compile arguments for the engine's prefill: Inductor on a GPU, without CUDA graphs (each prompt
+    has its own length); Dynamo's eager backend on CPU, as for the step."""
+    backend = selective_compile.default_backend()
+    log_event("compile", scope="prefill", shapes="dynamic", backend=str(backend))
+    return {"backend": backend}
+
+
 def load_with_unsloth(dep, source, *, device: str, dtype: torch.dtype, max_seq_length: int, four_bit: bool = False):
     """Unsloth's FastLanguageModel on GPU; plain transformers on CPU. Returns (model, tokenizer, path).
 

@@ -32,6 +32,9 @@ class Runner(TextGenerationRunner):
         # step's attention took 1,278 us of GPU time with SDPA against 410 grouped (H100, 2026-12-05,
         # bench.py text-profile). The other text deployments keep SDPA until measured.
         "attention": attention_option(gpu_default="grouped"),
+        # The prompt's forward compiled for any length (shared/decode_engine.py): eager, its Python cost ~60 ms of
+        # a short prompt's first token (H100). Opt-in until measured on a GPU.
+        "prefill": Option("eager", "eager", ("eager", "compiled"), "compile the prompt's forward (time to first token)"),
     }
 
     def load_model(self):
@@ -48,6 +51,9 @@ class Runner(TextGenerationRunner):
         if self.options["compile"] == "on":
             self.decode_compile = llm_backends.decode_step_compile()
             path.append("static-cache+compiled-decode")
+        if self.options["prefill"] == "compiled":
+            self.prefill_compile = llm_backends.prefill_compile()
+            path.append("compiled-prefill")
         return model, tokenizer, "+".join(path)
 
     # Inputs are written out literally: `cog build` reads them from this file's source and resolves nothing

@@ -174,9 +174,10 @@ def _stacked(title: str, rows: dict[str, dict[str, float]], totals: dict[str, fl
 
 def flux_request_phases(case: str = "1024x1024_28_steps") -> tuple[dict | None, dict[str, dict[str, float]]]:
     """Where one FLUX request's predict_time goes, per configuration, from the newest flux-server file that
-    has the worker's phases (bench.py reads them from predict.end) and the default among its configurations, the
-    one the others are read against (a run of the low-memory mode alone is not this chart's). Each part is its own median, so the parts
-    add up to the median predict_time only nearly; "the rest" is what the median predict_time has beyond them."""
+    has the worker's phases (bench.py reads them from predict.end) and the default among its configurations,
+    the one the others are read against (a run of the low-memory mode alone is not this chart's). Each part is
+    its own median, so the parts add up to the median predict_time only nearly; "the rest" is what the median
+    predict_time has beyond them."""
     for path in sorted(RESULTS.glob("*-flux-server-*.json"), reverse=True):
         result = json.loads(path.read_text())
         rows = {}

@@ -82,6 +82,25 @@ def test_compiled_step_gives_the_eager_tokens_and_never_recompiles_across_settin
     assert counters["stats"]["unique_graphs"] == graphs, "a request recompiled the step"
 
 
+def test_compiled_prefill_gives_the_eager_tokens_for_every_prompt_length_without_recompiling():
+    from torch._dynamo.testing import CompileCounter
+
+    model, tok = _model("smollm3-3b")
+    eager = DecodeEngine(model, [64, 256])
+    counter = CompileCounter()
+    compiled = DecodeEngine(model, [64, 256], compile_prefill={"backend": counter})
+    words = "the lighthouse keeper walked down to the shore at night and counted every ship".split()
+    prompts = [dict(tok(" ".join(words[:n]), return_tensors="pt")) for n in (3, 7, 11, 15)]
+    assert len({p["input_ids"].shape[1] for p in prompts}) == 4
+    compiled.warm_up(prompts[0])  # as setup does: each cache, fresh and reused (transformers' lazy layers)
+    graphs = counter.frame_count
+    assert graphs >= 1  # the prefill did go through the compiler
+    for prompt in prompts:
+        assert _tokens(compiled, prompt, max_new_tokens=12) == _tokens(eager, prompt, max_new_tokens=12)
+    assert _tokens(compiled, prompts[0], max_new_tokens=100) == _tokens(eager, prompts[0], max_new_tokens=100)
+    assert counter.frame_count == graphs, "a prompt length or the larger cache recompiled the prefill"
+
+
 def test_same_seed_same_tokens_whatever_ran_before_and_seeds_differ():
     model, tok = _model("smollm3-3b")
     engine = DecodeEngine(model, [64])

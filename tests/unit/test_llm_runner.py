@@ -182,3 +182,19 @@ def test_phi4_has_a_4bit_mode_its_path_names(monkeypatch):
     assert [n for n, m in modules.items() if type(m) is torch.nn.Linear] == ["lm_head"]
     assert sum(type(m).__name__ == "Linear4bit" and m.weight.quant_type == "nf4" for m in modules.values()) > 0
     assert _text(runner, messages=_messages("phi4-reasoning-plus"))
+
+
+def test_smollm3_prefill_compiled_is_an_option_with_the_eager_text(monkeypatch):
+    """OPTIMIZE=prefill=compiled: the prompt's forward through torch.compile (Dynamo's eager backend on CPU)."""
+    def run(opt):
+        monkeypatch.setenv("OPTIMIZE", opt)
+        runner = load_runner("smollm3-3b")
+        runner.setup()
+        return runner, _text(runner, messages=_messages("smollm3-3b"))
+
+    compiled_runner, compiled = run("prefill=compiled")
+    assert "compiled-prefill" in compiled_runner.path
+    assert compiled_runner.engine.prefill != compiled_runner.engine._prefill  # the compiled wrapper serves
+    eager_runner, eager = run("prefill=eager")
+    assert eager_runner.engine.prefill == eager_runner.engine._prefill
+    assert compiled and compiled == eager
