@@ -116,3 +116,21 @@ def test_grouped_decode_attention_compiled_with_cuda_graphs_gives_the_sdpa_token
     for sampling in SETTINGS:
         assert decoder.call(lambda s=sampling: _tokens(compiled, inputs, 30, s)) == _tokens(eager, inputs, 30, sampling)
     _each_gets_the_eager_tokens(decoder, eager, inputs, SETTINGS)
+
+
+def test_prefill_compiled_by_inductor_gives_the_eager_tokens_for_any_prompt_length():
+    """OPTIMIZE=prefill=compiled: Inductor with the prompt's length symbolic; after the warm-up, no prompt
+    length and no cache size compiles again."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    model, inputs = _model()
+    eager = DecodeEngine(model, [64, 512])
+    compiled = DecodeEngine(model, [64, 512], compile_prefill={"backend": "inductor"})
+    compiled.warm_up(inputs)
+    graphs = counters["stats"]["unique_graphs"]
+    for cut in (3, 5, inputs["input_ids"].shape[1]):
+        prompt = {k: v[:, :cut] for k, v in inputs.items()}
+        for n in (20, 200):
+            assert _tokens(compiled, prompt, n, SETTINGS[0]) == _tokens(eager, prompt, n, SETTINGS[0]), (cut, n)
+    assert counters["stats"]["unique_graphs"] == graphs, "a prompt length or a cache size recompiled the prefill"
