@@ -134,3 +134,28 @@ def test_prefill_compiled_by_inductor_gives_the_eager_tokens_for_any_prompt_leng
         for n in (20, 200):
             assert _tokens(compiled, prompt, n, SETTINGS[0]) == _tokens(eager, prompt, n, SETTINGS[0]), (cut, n)
     assert counters["stats"]["unique_graphs"] == graphs, "a prompt length or a cache size recompiled the prefill"
+
+
+@pytest.mark.parametrize("kernel", ["torchao_int4", "gemlite"])
+def test_fused_projections_in_int4_give_the_unfused_tokens_inside_the_captured_step(monkeypatch, kernel):
+    """OPTIMIZE=fuse_projections=on: the fused Q/K/V and gate/up Linears quantized by HQQ and patched with the int4
+    kernels, at SmolLM3's real widths (two layers), compiled with CUDA graphs: the unfused model's greedy tokens."""
+    import copy
+
+    from shared import llm_backends
+    from shared.fused_projections import fuse_projections
+
+    torch._dynamo.reset()
+    monkeypatch.setenv("SYNTHETIC_NUM_LAYERS", "2")
+    model, tok = build_random_causal_lm(catalog.get("smollm3-3b"), tiny=False, device="cuda", dtype=torch.bfloat16)
+    inputs = {k: v.cuda() for k, v in tok("the lighthouse keeper walked to the shore", return_tensors="pt").items()}
+    fused = copy.deepcopy(model)
+    assert fuse_projections(fused) == 4
+    tokens = []
+    for m in (model, fused):  # the same layers quantized the same way, the fused ones concatenated
+        m, _ = llm_backends.hqq_quantize(m, via="hqq", device="cuda", dtype=torch.bfloat16, kernel=kernel,
+                                         filter_fn=lambda module, name: "lm_head" not in name)
+        engine = DecodeEngine(m, [128], compile_step={"backend": "inductor", "mode": "reduce-overhead"})
+        engine.warm_up(inputs)
+        tokens.append(_tokens(engine, inputs, 40, SETTINGS[0]))
+    assert len(tokens[0]) == 40 and tokens[0] == tokens[1]
