@@ -13,7 +13,8 @@ builds (one 2,048-token cache, 8 rows, the same compile settings):
   before) and chunk 8, and as served (alone, it decodes on the engine's step);
 - the batched decoder with 8 requests of 256 tokens: the aggregate;
 - a profile of 32 single-stream and 32 batched steps: GPU time per kernel, per step.
-A variant "KERNEL+grouped" decodes with `attention=grouped` (shared/decode_attention.py) instead of SDPA.
+A variant "KERNEL+grouped" decodes with `attention=grouped` (shared/decode_attention.py) instead of SDPA;
+"+fused" fuses Q/K/V and gate/up first (`fuse_projections=on`, shared/fused_projections.py).
 --single-only skips the batched decoder (its compile is the longer one): prefill, single stream, profile.
 Variants run in the order given until --budget-s is spent; each one's figures are written as it ends.
 """
@@ -83,21 +84,27 @@ def profile_variant(dep, variant: str, args) -> dict:
     from shared.builders.text import build_random_causal_lm
     from shared.decode_attention import use_grouped_decode_attention
     from shared.decode_engine import DecodeEngine, Sampling
+    from shared.fused_projections import fuse_projections
 
-    kernel, _, attention = variant.partition("+")
-    row: dict = {"kernel": kernel, "attention": attention or "sdpa"}
+    kernel, *flags = variant.split("+")
+    if set(flags) - {"grouped", "fused"}:
+        raise ValueError(f"unknown flags {sorted(set(flags) - {'grouped', 'fused'})} in variant {variant!r}")
+    attention = "grouped" if "grouped" in flags else ""
+    row: dict = {"kernel": kernel, "attention": attention or "sdpa", "fused_projections": "fused" in flags}
     started = time.perf_counter()
     torch._dynamo.reset()
     model, tok = build_random_causal_lm(dep, tiny=False, device="cuda", dtype=torch.bfloat16)
     tbs = bandwidth(torch.cuda.get_device_name())
     weights = weight_bytes_per_token(model, None if kernel == "bf16" else 64)["bytes"]
     row["roofline_tok_s"] = round(tbs * 1e12 / weights, 1)
+    if "fused" in flags:  # before quantizing, as the deployment does (OPTIMIZE=fuse_projections=on)
+        fuse_projections(model)
     if kernel != "bf16":
-        model, row["path"] = llm_backends.hqq_quantize(model, via="hqq", device="cuda", dtype=torch.bfloat16, kernel=kernel)
+        model, row["path"] = llm_backends.hqq_quantize(
+            model, via="hqq", device="cuda", dtype=torch.bfloat16, kernel=kernel,
+            filter_fn=(lambda m, name: "lm_head" not in name) if "fused" in flags else None)
     if attention == "grouped":
         use_grouped_decode_attention(model)
-    elif attention:
-        raise ValueError(f"unknown attention {attention!r} in variant {variant!r}")
     selective_compile.tune_kernels(kernel != "bf16")  # as the deployment sets it
     row["load_s"] = round(time.perf_counter() - started, 1)
     compile_step = llm_backends.decode_step_compile()
