@@ -5,7 +5,8 @@ norms and every output projection (o_proj, down_proj, out_proj) may not: they wr
 the residual stream, where zeroed weights hurt most.
 
 Unstructured sparsity saves no time without sparse kernels; it is here to trade quality for a more
-compressible model and to study that trade, measured by the benchmarks, not assumed.
+compressible model and to study that trade, measured by the benchmarks, not assumed. 2:4 semi-structured
+sparsity is the pattern GPUs have kernels for (`semi_structured`).
 """
 
 from __future__ import annotations
@@ -66,7 +67,22 @@ def structured(model: nn.Module, amount: float, scope: str = "") -> dict:
     return _report("structured", layers, amount)
 
 
-METHODS = {"magnitude": magnitude, "gradual": gradual, "structured": structured}
+def semi_structured(model: nn.Module, amount: float = 0.5, scope: str = "") -> dict:
+    """2:4: in every 4 consecutive weights of a row, the 2 smallest |w| are zeroed (torchao's
+    `apply_fake_sparsity`, the mask its 2:4 sparse kernels need). Half of each layer, by construction; on a
+    GPU the layers can then be stored in the 2:4 layout (`quantize.apply_semi_sparse`), which reads ~56% of
+    the dense bytes. `amount` is fixed at 0.5 by the pattern."""
+    from torchao.sparsity import apply_fake_sparsity
+
+    if amount != 0.5:
+        raise ValueError(f"2:4 sparsity zeroes half of each layer; amount must be 0.5, got {amount}")
+    layers = prunable_layers(model, scope)
+    chosen = {id(m) for _, m in layers}
+    apply_fake_sparsity(model, filter_fn=lambda m, name: id(m) in chosen)
+    return _report("2:4", layers, amount)
+
+
+METHODS = {"magnitude": magnitude, "gradual": gradual, "structured": structured, "2:4": semi_structured}
 
 
 def apply(model: nn.Module, method: str, amount: float, scope: str = "") -> dict:

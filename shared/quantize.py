@@ -47,6 +47,22 @@ def apply_float8_weight_only(model: nn.Module, filter_fn: LinearFilter | None = 
     return model
 
 
+def apply_semi_sparse(model: nn.Module, filter_fn: LinearFilter | None = None) -> nn.Module:
+    """Layers already pruned 2:4 (`prune.semi_structured`) stored in torch's semi-structured sparse layout
+    (torchao's SemiSparseWeightConfig; CUTLASS / cuSPARSELt kernels, CUDA only): the kept half of the weights
+    and their 2-bit positions. On CPU the masked dense weights are the same numbers."""
+    if not torch.cuda.is_available():
+        return model
+    ao = require("torchao", install="torchao==0.18.0", purpose="2:4 sparse weights")
+    from torchao.sparsity import SemiSparseWeightConfig, sparsify_
+
+    filter_fn = linear_only(filter_fn)
+    count = _count_linear(model, filter_fn)
+    sparsify_(model, SemiSparseWeightConfig(), filter_fn=filter_fn)
+    log_event("quantize", method="torchao.semi_sparse_weight", version=ao.__version__, linear_layers=count)
+    return model
+
+
 def apply_float8(model: nn.Module, filter_fn: LinearFilter | None = None, granularity: str = "row") -> nn.Module:
     """torchao float8 (dynamic activation scales, fast accumulation): Hopper's fp8 tensor cores, half the memory.
 

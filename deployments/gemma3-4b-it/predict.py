@@ -29,8 +29,10 @@ class Runner(TextGenerationRunner):
     # (the worker was killed; tests/fuzz.py).
     window_tokens = TextGenerationRunner.static_cache_tokens
     OPTIONS = {
+        # 2:4: the pattern sparse kernels read; with quantize=none the pruned layers are stored 2:4 on a GPU (half
+        # the weights plus their positions). Opt-in until measured against int8.
         "prune": Option("magnitude:0.1", "magnitude:0.1",
-                        ("none", "magnitude:<amount>", "gradual:<amount>", "structured:<amount>"),
+                        ("none", "magnitude:<amount>", "gradual:<amount>", "structured:<amount>", "2:4"),
                         "zero the smallest weights of q/k/v and MLP input projections"),
         # fp8: float8 weight-only, the same bytes as int8; int4: HQQ 4-bit with the int4 kernels SmolLM3 uses
         # (half the bytes again). Both opt-in until measured against int8 on a GPU.
@@ -48,11 +50,15 @@ class Runner(TextGenerationRunner):
     def load_model(self):
         model, processor = load_gemma3(self.dep, self.source, device=self.hw.device, dtype=self.hw.dtype)
         path = [f"transformers-{self.hw.device}"]
+        semi_structured = self.options["prune"] == "2:4"
         if self.options["prune"] != "none":
-            method, amount = self.options["prune"].split(":")
+            method, amount = ("2:4", "0.5") if semi_structured else self.options["prune"].split(":")
             prune.apply(model, method, float(amount), scope=LANGUAGE_MODEL)
             path.append(self.options["prune"])
         language_model = lambda m, name: name.startswith(LANGUAGE_MODEL)  # noqa: E731 (the vision tower stays 16-bit)
+        if semi_structured and self.options["quantize"] == "none":  # the sparse layout, where a GPU has its kernels
+            quantize.apply_semi_sparse(model, filter_fn=lambda m, name: prune.is_prunable(name, m) and language_model(m, name))
+            path.append("2:4-sparse-layout" if self.hw.is_cuda else "2:4-mask")
         if self.options["quantize"] == "int8":
             quantize.apply_int8_weight_only(model, filter_fn=language_model)
             path.append("int8-weight-only")

@@ -64,3 +64,39 @@ def test_scope_limits_pruning_to_a_submodule(model):
 def test_bad_pruning_requests_are_refused(model, method, amount):
     with pytest.raises(ValueError):
         prune.apply(model, method, amount)
+
+
+def test_2_4_keeps_the_two_largest_of_every_four_weights_in_a_row(model):
+    layers = dict(prune.prunable_layers(model))
+    before = {name: layer.weight.detach().clone() for name, layer in layers.items()}
+    down = dict(model.named_modules())["model.layers.0.mlp.down_proj"].weight.clone()
+    report = prune.apply(model, "2:4", 0.5)
+    assert report["sparsity"] == 0.5
+    for name, layer in layers.items():
+        groups, original = layer.weight.reshape(-1, 4), before[name].reshape(-1, 4)
+        assert ((groups == 0).sum(-1) == 2).all(), name
+        kept = original.abs().topk(2, dim=-1).indices  # the two largest |w| of each group survive, unchanged
+        assert torch.equal(groups.gather(-1, kept), original.gather(-1, kept)), name
+    assert torch.equal(dict(model.named_modules())["model.layers.0.mlp.down_proj"].weight, down)
+    with pytest.raises(ValueError, match="amount must be 0.5"):
+        prune.apply(model, "2:4", 0.3)
+
+
+def test_gemma_2_4_prunes_only_its_language_model_and_still_generates(monkeypatch):
+    from shared.llm import collect
+    from tests.conftest import load_runner
+    from tests.unit.test_llm_runner import _image
+
+    monkeypatch.setenv("OPTIMIZE", "prune=2:4,quantize=none")
+    runner = load_runner("gemma3-4b-it")
+    runner.setup()
+    assert "2:4" in runner.path and "2:4-mask" in runner.path  # CPU: the masked dense weights
+    pruned = [(n, m) for n, m in runner.model.named_modules() if prune.is_prunable(n, m)]
+    assert any(n.startswith("model.language_model") for n, _ in pruned)
+    for name, layer in pruned:
+        zeros = (layer.weight.reshape(-1, 4) == 0).sum(-1)
+        assert bool((zeros == 2).all()) == name.startswith("model.language_model"), name  # the vision tower is dense
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}]
+    text = "".join(collect(runner.stream(messages=messages, images=[_image()], max_new_tokens=8, temperature=0,
+                                         top_p=0.9, seed=1)))
+    assert text
