@@ -159,3 +159,29 @@ def test_fused_projections_in_int4_give_the_unfused_tokens_inside_the_captured_s
         engine.warm_up(inputs)
         tokens.append(_tokens(engine, inputs, 40, SETTINGS[0]))
     assert len(tokens[0]) == 40 and tokens[0] == tokens[1]
+
+
+def test_2_4_sparse_layout_gives_the_masked_dense_tokens_inside_the_captured_step(monkeypatch):
+    """OPTIMIZE=prune=2:4 with quantize=none (Gemma 3's option, checked here at SmolLM3's real widths, two
+    layers): the layers pruned 2:4 and stored in torch's semi-structured layout decode, compiled with CUDA
+    graphs, the tokens of the same masked weights kept dense."""
+    import copy
+
+    from shared import prune, quantize
+
+    torch._dynamo.reset()
+    monkeypatch.setenv("SYNTHETIC_NUM_LAYERS", "2")
+    model, tok = build_random_causal_lm(catalog.get("smollm3-3b"), tiny=False, device="cuda", dtype=torch.bfloat16)
+    inputs = {k: v.cuda() for k, v in tok("the lighthouse keeper walked to the shore", return_tensors="pt").items()}
+    prune.apply(model, "2:4", 0.5)
+    sparse = copy.deepcopy(model)
+    quantize.apply_semi_sparse(sparse, filter_fn=lambda m, name: prune.is_prunable(name, m))
+    assert any(type(m.weight).__name__.startswith("SparseSemiStructuredTensor") for m in sparse.modules()
+               if isinstance(m, torch.nn.Linear))
+    graphs = {"backend": "inductor", "mode": "reduce-overhead"}
+    tokens = []
+    for m in (model, sparse):
+        engine = DecodeEngine(m, [128], compile_step=graphs)
+        engine.warm_up(inputs)
+        tokens.append(_tokens(engine, inputs, 40, SETTINGS[0]))
+    assert len(tokens[0]) == 40 and tokens[0] == tokens[1]
