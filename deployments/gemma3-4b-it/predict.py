@@ -12,6 +12,7 @@ from cog import AsyncConcatenateIterator, Input, Path
 
 from shared import compile as selective_compile, llm_backends, prune, quantize
 from shared.builders.text import load_gemma3
+from shared.fused_projections import fuse_projections
 from shared.images import load_rgb, sent_file
 from shared.llm import TextGenerationRunner
 from shared.options import Option
@@ -38,6 +39,9 @@ class Runner(TextGenerationRunner):
         # (half the bytes again). Both opt-in until measured against int8 on a GPU.
         "quantize": Option("int8", "int8", ("none", "int8", "fp8", "int4"),
                            "weights of the language model: torchao int8 or float8 weight-only, or HQQ 4-bit"),
+        # Q, K, V as one matmul and gate, up as one (shared/fused_projections.py), after pruning and before
+        # quantizing. Opt-in until measured on a GPU.
+        "fuse_projections": Option("off", "off", ("on", "off"), "one matmul for Q, K, V and one for gate, up"),
         # decode: static cache + compiled one-token decode step of the language model (int8 kernels only
         # pay off compiled); blocks: regional compile of its decoder layers. The vision tower runs once
         # per request, eagerly.
@@ -59,6 +63,10 @@ class Runner(TextGenerationRunner):
         if semi_structured and self.options["quantize"] == "none":  # the sparse layout, where a GPU has its kernels
             quantize.apply_semi_sparse(model, filter_fn=lambda m, name: prune.is_prunable(name, m) and language_model(m, name))
             path.append("2:4-sparse-layout" if self.hw.is_cuda else "2:4-mask")
+        if self.options["fuse_projections"] == "on":
+            if semi_structured:
+                raise ValueError("OPTIMIZE fuse_projections=on cannot take prune=2:4: the sparse layout is per layer")
+            path.append(f"fused-projections:{fuse_projections(model)}")
         if self.options["quantize"] == "int8":
             quantize.apply_int8_weight_only(model, filter_fn=language_model)
             path.append("int8-weight-only")

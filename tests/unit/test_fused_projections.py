@@ -93,3 +93,22 @@ def test_pruna_cannot_take_fused_projections(monkeypatch):
     monkeypatch.setenv("OPTIMIZE", "quantize=pruna-hqq,fuse_projections=on")
     with pytest.raises(ValueError, match="fuse_projections=on needs quantize=none, hqq or hqq-gemlite"):
         load_runner("smollm3-3b").setup()
+
+
+def test_gemma_int8_takes_the_fused_linears_of_its_language_model_and_keeps_the_text(monkeypatch):
+    from tests.unit.test_llm_runner import _image
+
+    def run(optimize):
+        monkeypatch.setenv("OPTIMIZE", optimize)
+        runner = load_runner("gemma3-4b-it")
+        runner.setup()
+        return runner, _text(runner, images=[_image()], messages=_messages("gemma3-4b-it"))
+
+    fused, fused_text = run("quantize=int8,fuse_projections=on")
+    assert "fused-projections:" in fused.path
+    int8 = {name for name, m in fused.model.named_modules()
+            if isinstance(m, torch.nn.Linear) and type(m.weight).__name__ != "Parameter"}
+    assert any(n.startswith("model.language_model") and n.endswith("qkv_proj.fused") for n in int8)
+    assert not any(n.startswith("model.vision_tower") for n in int8)  # the vision tower stays 16-bit, fused or not
+    _, plain_text = run("quantize=int8")
+    assert fused_text and fused_text == plain_text
