@@ -11,7 +11,7 @@ from shared.decode_engine import DecodeEngine
 from shared.fused_projections import SharedInputLinear, fuse_projections
 from tests.conftest import load_runner
 from tests.unit.test_decode_engine import _inputs, _model, _tokens
-from tests.unit.test_llm_runner import _messages, _text
+from tests.unit.test_llm_runner import set_up_and_say
 
 
 @pytest.fixture(autouse=True)
@@ -74,18 +74,12 @@ def test_phi4_is_fused_already():
 
 
 def test_smollm3_hqq_quantizes_the_fused_linears_and_keeps_the_text(monkeypatch):
-    def run(optimize):
-        monkeypatch.setenv("OPTIMIZE", optimize)
-        runner = load_runner("smollm3-3b")
-        runner.setup()
-        return runner, _text(runner, messages=_messages("smollm3-3b"))
-
-    fused, fused_text = run("quantize=hqq,fuse_projections=on")
+    fused, fused_text = set_up_and_say(monkeypatch, "smollm3-3b", "quantize=hqq,fuse_projections=on")
     assert "fused-projections:" in fused.path and "hqq4" in fused.path
     names = {name for name, m in fused.model.named_modules() if type(m).__name__ == "HQQLinear"}
     assert any(name.endswith("qkv_proj.fused") for name in names) and any(name.endswith("gate_up_proj.fused") for name in names)
     assert not any(name.endswith(("q_proj", "gate_proj")) for name in names) and not any("lm_head" in n for n in names)
-    _, plain_text = run("quantize=hqq")
+    _, plain_text = set_up_and_say(monkeypatch, "smollm3-3b", "quantize=hqq")
     assert fused_text and fused_text == plain_text
 
 
@@ -98,17 +92,11 @@ def test_pruna_cannot_take_fused_projections(monkeypatch):
 def test_gemma_int8_takes_the_fused_linears_of_its_language_model_and_keeps_the_text(monkeypatch):
     from tests.unit.test_llm_runner import _image
 
-    def run(optimize):
-        monkeypatch.setenv("OPTIMIZE", optimize)
-        runner = load_runner("gemma3-4b-it")
-        runner.setup()
-        return runner, _text(runner, images=[_image()], messages=_messages("gemma3-4b-it"))
-
-    fused, fused_text = run("quantize=int8,fuse_projections=on")
+    fused, fused_text = set_up_and_say(monkeypatch, "gemma3-4b-it", "quantize=int8,fuse_projections=on", images=[_image()])
     assert "fused-projections:" in fused.path
     int8 = {name for name, m in fused.model.named_modules()
             if isinstance(m, torch.nn.Linear) and type(m.weight).__name__ != "Parameter"}
     assert any(n.startswith("model.language_model") and n.endswith("qkv_proj.fused") for n in int8)
     assert not any(n.startswith("model.vision_tower") for n in int8)  # the vision tower stays 16-bit, fused or not
-    _, plain_text = run("quantize=int8")
+    _, plain_text = set_up_and_say(monkeypatch, "gemma3-4b-it", "quantize=int8", images=[_image()])
     assert fused_text and fused_text == plain_text

@@ -184,17 +184,19 @@ def test_phi4_has_a_4bit_mode_its_path_names(monkeypatch):
     assert _text(runner, messages=_messages("phi4-reasoning-plus"))
 
 
+def set_up_and_say(monkeypatch, name: str, optimize: str, **kw):
+    """A runner of `name` set up under OPTIMIZE=`optimize`, and its greedy text for the model's test messages."""
+    monkeypatch.setenv("OPTIMIZE", optimize)
+    runner = load_runner(name)
+    runner.setup()
+    return runner, _text(runner, messages=_messages(name), **kw)
+
+
 def test_smollm3_prefill_compiled_is_an_option_with_the_eager_text(monkeypatch):
     """OPTIMIZE=prefill=compiled: the prompt's forward through torch.compile (Dynamo's eager backend on CPU)."""
-    def run(opt):
-        monkeypatch.setenv("OPTIMIZE", opt)
-        runner = load_runner("smollm3-3b")
-        runner.setup()
-        return runner, _text(runner, messages=_messages("smollm3-3b"))
-
-    compiled_runner, compiled = run("prefill=compiled")
+    compiled_runner, compiled = set_up_and_say(monkeypatch, "smollm3-3b", "prefill=compiled")
     assert "compiled-prefill" in compiled_runner.path
     assert compiled_runner.engine.prefill != compiled_runner.engine._prefill  # the compiled wrapper serves
-    eager_runner, eager = run("prefill=eager")
+    eager_runner, eager = set_up_and_say(monkeypatch, "smollm3-3b", "prefill=eager")
     assert eager_runner.engine.prefill == eager_runner.engine._prefill
     assert compiled and compiled == eager
