@@ -79,7 +79,7 @@ def _kernel_table(prof, steps: int, top: int = 25) -> list[dict]:
 
 def profile_variant(dep, variant: str, args) -> dict:
     from shared import compile as selective_compile
-    from shared import llm_backends
+    from shared import llm_backends, quantize
     from shared.batch_decode import BatchedDecoder
     from shared.builders.text import build_random_causal_lm
     from shared.decode_attention import use_grouped_decode_attention
@@ -102,7 +102,7 @@ def profile_variant(dep, variant: str, args) -> dict:
     if kernel != "bf16":
         model, row["path"] = llm_backends.hqq_quantize(
             model, via="hqq", device="cuda", dtype=torch.bfloat16, kernel=kernel,
-            filter_fn=(lambda m, name: "lm_head" not in name) if "fused" in flags else None)
+            filter_fn=quantize.not_lm_head if "fused" in flags else None)
     if attention == "grouped":
         use_grouped_decode_attention(model)
     selective_compile.tune_kernels(kernel != "bf16")  # as the deployment sets it

@@ -12,7 +12,7 @@ import torch
 
 from . import compile as selective_compile
 from .builders import text as text_builder
-from .quantize import apply_hqq, to_device_nf4
+from .quantize import apply_hqq, not_lm_head, to_device_nf4
 from .runtime import cache_dir, log_event, require
 
 
@@ -161,7 +161,7 @@ def load_with_unsloth(dep, source, *, device: str, dtype: torch.dtype, max_seq_l
         model, tok = text_builder.load_causal_lm(dep, source, device=device, dtype=dtype)
         log_event("backend", path="transformers", reason="Unsloth needs a GPU")
         if four_bit:
-            how = to_device_nf4(model, device, compute_dtype=dtype, filter_fn=lambda module, name: "lm_head" not in name)
+            how = to_device_nf4(model, device, compute_dtype=dtype, filter_fn=not_lm_head)
             return model, tok, f"transformers (CPU)+{how}"
         return model, tok, "transformers (CPU)"
     quiet_libraries()

@@ -17,6 +17,11 @@ LinearFilter = Callable[[nn.Module, str], bool]
 KEEP_INDUCTOR_CONFIG = {"set_inductor_config": False}
 
 
+def not_lm_head(module: nn.Module, name: str) -> bool:
+    """Every layer but the output head, which stays 16-bit (hqq's own default for causal LMs)."""
+    return "lm_head" not in name
+
+
 def linear_only(filter_fn: LinearFilter | None) -> LinearFilter:
     """torchao calls the filter on every module: restrict it to nn.Linear, then apply the caller's rule."""
     return lambda m, name: isinstance(m, nn.Linear) and (filter_fn is None or filter_fn(m, name))
@@ -26,25 +31,32 @@ def _count_linear(model: nn.Module, filter_fn: LinearFilter) -> int:
     return sum(1 for n, m in model.named_modules() if filter_fn(m, n))
 
 
+def _torchao_transform(model: nn.Module, config, filter_fn: LinearFilter | None, method: str, transform=None,
+                       **logged) -> nn.Module:
+    """torchao's `transform` (`quantize_` unless given: `sparsify_`) with `config` on the Linears `filter_fn` picks,
+    logged as a `quantize` event with their count."""
+    from torchao.quantization import quantize_
+
+    filter_fn = linear_only(filter_fn)
+    count = _count_linear(model, filter_fn)
+    (transform or quantize_)(model, config, filter_fn=filter_fn)
+    log_event("quantize", method=method, linear_layers=count, **logged)
+    return model
+
+
 def apply_int8_weight_only(model: nn.Module, filter_fn: LinearFilter | None = None) -> nn.Module:
     """torchao int8 weight-only: halves the weight bytes read per decode step; pays off once compiled."""
     ao = require("torchao", install="torchao==0.18.0", purpose="int8 weight-only quantization")
-    filter_fn = linear_only(filter_fn)
-    count = _count_linear(model, filter_fn)
-    ao.quantization.quantize_(model, ao.quantization.Int8WeightOnlyConfig(**KEEP_INDUCTOR_CONFIG), filter_fn=filter_fn)
-    log_event("quantize", method="torchao.int8_weight_only", linear_layers=count)
-    return model
+    return _torchao_transform(model, ao.quantization.Int8WeightOnlyConfig(**KEEP_INDUCTOR_CONFIG), filter_fn,
+                              "torchao.int8_weight_only")
 
 
 def apply_float8_weight_only(model: nn.Module, filter_fn: LinearFilter | None = None) -> nn.Module:
     """torchao float8 weight-only (e4m3, one scale per output row): the same bytes per weight as int8, read by
     bf16 matmuls after an upcast that Inductor fuses; no activation quantization, so any GPU and the CPU run it."""
     ao = require("torchao", install="torchao==0.18.0", purpose="float8 weight-only quantization")
-    filter_fn = linear_only(filter_fn)
-    count = _count_linear(model, filter_fn)
-    ao.quantization.quantize_(model, ao.quantization.Float8WeightOnlyConfig(**KEEP_INDUCTOR_CONFIG), filter_fn=filter_fn)
-    log_event("quantize", method="torchao.float8_weight_only", linear_layers=count)
-    return model
+    return _torchao_transform(model, ao.quantization.Float8WeightOnlyConfig(**KEEP_INDUCTOR_CONFIG), filter_fn,
+                              "torchao.float8_weight_only")
 
 
 def apply_semi_sparse(model: nn.Module, filter_fn: LinearFilter | None = None) -> nn.Module:
@@ -56,11 +68,8 @@ def apply_semi_sparse(model: nn.Module, filter_fn: LinearFilter | None = None) -
     ao = require("torchao", install="torchao==0.18.0", purpose="2:4 sparse weights")
     from torchao.sparsity import SemiSparseWeightConfig, sparsify_
 
-    filter_fn = linear_only(filter_fn)
-    count = _count_linear(model, filter_fn)
-    sparsify_(model, SemiSparseWeightConfig(), filter_fn=filter_fn)
-    log_event("quantize", method="torchao.semi_sparse_weight", version=ao.__version__, linear_layers=count)
-    return model
+    return _torchao_transform(model, SemiSparseWeightConfig(), filter_fn, "torchao.semi_sparse_weight",
+                              transform=sparsify_, version=ao.__version__)
 
 
 def apply_float8(model: nn.Module, filter_fn: LinearFilter | None = None, granularity: str = "row") -> nn.Module:
@@ -70,7 +79,7 @@ def apply_float8(model: nn.Module, filter_fn: LinearFilter | None = None, granul
     and Replicate use); "row": one scale per activation row and weight row (finer, a rowwise GEMM).
     Slower than bf16 until compiled (measured 3.4x slower eager on FLUX): only use with compile.
     """
-    ao = require("torchao", install="torchao==0.18.0", purpose="float8 quantization")
+    require("torchao", install="torchao==0.18.0", purpose="float8 quantization")
     from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, PerTensor
 
     if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9):
@@ -78,12 +87,8 @@ def apply_float8(model: nn.Module, filter_fn: LinearFilter | None = None, granul
     scales = {"row": PerRow, "tensor": PerTensor}
     if granularity not in scales:
         raise ValueError(f"float8 granularity must be one of {sorted(scales)}, not {granularity!r}")
-    filter_fn = linear_only(filter_fn)
-    count = _count_linear(model, filter_fn)
     config = Float8DynamicActivationFloat8WeightConfig(granularity=scales[granularity](), **KEEP_INDUCTOR_CONFIG)
-    ao.quantization.quantize_(model, config, filter_fn=filter_fn)
-    log_event("quantize", method=f"torchao.float8_per_{granularity}", linear_layers=count)
-    return model
+    return _torchao_transform(model, config, filter_fn, f"torchao.float8_per_{granularity}")
 
 
 def apply_float8_static(model: nn.Module, calibrate: Callable[[], None], filter_fn: LinearFilter | None = None) -> nn.Module:
@@ -130,7 +135,7 @@ def apply_hqq(model: nn.Module, *, nbits: int = 4, group_size: int = 64, device:
     if filter_fn is None:
         from hqq.models.hf.base import AutoHQQHFModel
 
-        count = _count_linear(model, linear_only(lambda m, n: "lm_head" not in n))
+        count = _count_linear(model, linear_only(not_lm_head))
         AutoHQQHFModel.quantize_model(model, quant_config=config, compute_dtype=compute_dtype, device=device)
     else:
         targets = [name for name, m in model.named_modules() if linear_only(filter_fn)(m, name)]

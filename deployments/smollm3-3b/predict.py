@@ -11,7 +11,7 @@ import cog
 from cog import AsyncConcatenateIterator, Input
 
 from shared import compile as selective_compile
-from shared import llm_backends
+from shared import llm_backends, quantize
 from shared.builders.text import load_causal_lm
 from shared.fused_projections import fuse_projections
 from shared.llm import TextGenerationRunner, attention_option
@@ -54,7 +54,7 @@ class Runner(TextGenerationRunner):
         if self.options["quantize"] != "none":
             model, how = llm_backends.hqq_quantize(model, via="pruna" if via == "pruna" else "hqq", device=self.hw.device,
                                                    dtype=self.hw.dtype, kernel="gemlite" if kernel == "gemlite" else "torchao_int4",
-                                                   filter_fn=(lambda m, name: "lm_head" not in name) if fused else None)
+                                                   filter_fn=quantize.not_lm_head if fused else None)
             path.append(how)
             # hqq's int4 inference patch turns Inductor's coordinate-descent tuning on for the process
             # (hqq/utils/patching.py); say so here, where the choice is visible.

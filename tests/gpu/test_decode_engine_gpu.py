@@ -142,7 +142,7 @@ def test_fused_projections_in_int4_give_the_unfused_tokens_inside_the_captured_s
     kernels, at SmolLM3's real widths (two layers), compiled with CUDA graphs: the unfused model's greedy tokens."""
     import copy
 
-    from shared import llm_backends
+    from shared import llm_backends, quantize
     from shared.fused_projections import fuse_projections
 
     torch._dynamo.reset()
@@ -154,7 +154,7 @@ def test_fused_projections_in_int4_give_the_unfused_tokens_inside_the_captured_s
     tokens = []
     for m in (model, fused):  # the same layers quantized the same way, the fused ones concatenated
         m, _ = llm_backends.hqq_quantize(m, via="hqq", device="cuda", dtype=torch.bfloat16, kernel=kernel,
-                                         filter_fn=lambda module, name: "lm_head" not in name)
+                                         filter_fn=quantize.not_lm_head)
         engine = DecodeEngine(m, [128], compile_step={"backend": "inductor", "mode": "reduce-overhead"})
         engine.warm_up(inputs)
         tokens.append(_tokens(engine, inputs, 40, SETTINGS[0]))
