@@ -21,19 +21,27 @@ from torch import nn
 GROUPS = (("self_attn", ("q_proj", "k_proj", "v_proj"), "qkv_proj"), ("mlp", ("gate_proj", "up_proj"), "gate_up_proj"))
 
 
+def stacked_linear(parts: list[nn.Linear]) -> nn.Linear:
+    """One Linear whose outputs are the parts' outputs side by side: their weights (and biases) stacked."""
+    has_bias = all(p.bias is not None for p in parts)
+    if not has_bias and any(p.bias is not None for p in parts):
+        raise ValueError("some of the projections have a bias and some do not")
+    weight = parts[0].weight
+    layer = nn.Linear(parts[0].in_features, sum(p.out_features for p in parts), bias=has_bias,
+                      device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        layer.weight.copy_(torch.cat([p.weight for p in parts]))
+        if has_bias:
+            layer.bias.copy_(torch.cat([p.bias for p in parts]))
+    return layer
+
+
 class SharedInputLinear(nn.Module):
     """One Linear standing for several that read the same input; `views()` are what replaces them."""
 
     def __init__(self, parts: list[nn.Linear]):
         super().__init__()
-        weight = torch.cat([p.weight.detach() for p in parts])
-        biases = [p.bias for p in parts]
-        self.fused = nn.Linear(weight.shape[1], weight.shape[0], bias=biases[0] is not None,
-                               device=weight.device, dtype=weight.dtype)
-        with torch.no_grad():
-            self.fused.weight.copy_(weight)
-            if biases[0] is not None:
-                self.fused.bias.copy_(torch.cat([b.detach() for b in biases]))
+        self.fused = stacked_linear(parts)
         self.sizes = [p.out_features for p in parts]
         self._input = self._outputs = None
         self._reads = 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .fused_projections import stacked_linear
 from .runtime import log_event
 
 # (the projections that read one input, the fused layer diffusers' attention processor calls)
@@ -45,20 +46,13 @@ def _fuse(parts: list[nn.Module], adapter: str) -> tuple[FusedLoraLinear, list[t
     if any(s is not None and float(s[2]) != 1.0 for s in slots):
         raise ValueError("the LoRA slot's scaling must be 1 (the router bakes each adapter's scale into lora_B)")
     rank = max((s[0].weight.shape[0] for s in slots if s is not None), default=0)
-    weight = bases[0].weight
+    base = stacked_linear(bases)
     outs = [b.out_features for b in bases]
-    has_bias = all(b.bias is not None for b in bases)
-    if not has_bias and any(b.bias is not None for b in bases):
-        raise ValueError("some of the projections have a bias and some do not")
-    kwargs = {"device": weight.device, "dtype": weight.dtype}
-    base = nn.Linear(bases[0].in_features, sum(outs), bias=has_bias, **kwargs)
+    kwargs = {"device": base.weight.device, "dtype": base.weight.dtype}
     lora_A = nn.Linear(bases[0].in_features, rank * len(parts), bias=False, **kwargs)
     lora_B = nn.Linear(rank * len(parts), sum(outs), bias=False, **kwargs)
     views = []
     with torch.no_grad():
-        base.weight.copy_(torch.cat([b.weight for b in bases]))
-        if has_bias:
-            base.bias.copy_(torch.cat([b.bias for b in bases]))
         lora_A.weight.zero_()
         lora_B.weight.zero_()
         row = 0
