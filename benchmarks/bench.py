@@ -523,8 +523,10 @@ def main() -> int:
         print(f"-> {path}")
         return 0
     elif args.what == "text-server":
-        path = write(f"text-server-{args.deployment}", variant, result)
-        print(f"baseline {result['baseline']['tokens_per_s']} tok/s; roofline {result['roofline_tok_s']}")
+        labels = "-".join(result["configs"]) if args.configs != "default=" else variant
+        path = write(f"text-server-{args.deployment}", "".join(c if c.isalnum() or c in "-_." else "_" for c in labels), result)
+        print(f"baseline {result['baseline']['tokens_per_s']} tok/s; roofline {result['roofline_tok_s']}",
+              result.get("baseline_image_question", ""))
         for name, row in result["variants"].items():
             figures = {k: (v.get("median_decode_tok_s"), v.get("median_ttft")) if isinstance(v, dict) and "runs" in v
                        else v for k, v in row.items() if k != "setup"}

@@ -7,6 +7,8 @@ process, then for each configuration a Cog server booted with that OPTIMIZE, and
 predictions' own metrics (`predict_time`, `time_to_first_token`, `output_token_count`):
 - bs1 decode at 512 new tokens (and 4,000 with --long), sampled (temperature 0.7, top_p 0.9);
 - time to first token for a ~512-token prompt;
+- a deployment that takes an image (Gemma 3) sends its catalog example image with every request, and adds
+  its example question with 128 new tokens, against HF generate of the same image and question;
 - 8 simultaneous requests of 256 tokens: how many are served and refused, and the aggregate tokens/s;
 - serving memory (the worker's peak after setup).
 Each figure is also given as a fraction of its roofline: bytes of weights read per token / HBM bandwidth.
@@ -16,6 +18,7 @@ over a fixed set of prompts (teacher-forced), measured in this process.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import statistics
@@ -36,33 +39,73 @@ def bandwidth(device_name: str) -> float:
     return next((v for k, v in BANDWIDTH_TBS.items() if k in device_name), 3.35)
 
 
-def weight_bytes_per_token(model, int4_group: int | None = None) -> dict:
-    """Bytes a one-token step reads: every decoder Linear (bf16, or int4 with a bf16 scale and zero per
-    group) and the lm_head (bf16; tied to the embeddings in SmolLM3, read once per token)."""
+def weight_bytes_per_token(model, int4_group: int | None = None, bytes_per_weight: float = 2.0) -> dict:
+    """Bytes a one-token step reads: every decoder Linear (bf16, int8 / fp8 at `bytes_per_weight` 1, or int4
+    with a bf16 scale and zero per group) and the lm_head (bf16; tied to the embeddings in SmolLM3 and Gemma 3,
+    read once per token). The vision tower is not part of a decode step."""
     linear = sum(m.weight.numel() for n, m in model.named_modules()
                  if isinstance(m, torch.nn.Linear) and "lm_head" not in n and "vision" not in n)
     head = model.get_output_embeddings().weight.numel()
-    per_param = 2.0 if int4_group is None else 0.5 + 4.0 / int4_group
+    per_param = bytes_per_weight if int4_group is None else 0.5 + 4.0 / int4_group
     return {"decoder_linear_params": linear, "lm_head_params": head, "bytes": int(linear * per_param + head * 2)}
 
 
+def rooflines(model, tbs: float) -> dict:
+    """Single-stream decode tokens/s at the HBM bandwidth, per weight format."""
+    formats = {"bf16": weight_bytes_per_token(model), "int8": weight_bytes_per_token(model, bytes_per_weight=1.0),
+               "int4": weight_bytes_per_token(model, int4_group=64)}
+    return {name: round(tbs * 1e12 / b["bytes"], 1) for name, b in formats.items()}
+
+
+def weight_format(path: str) -> str:
+    """Which roofline a served path decodes at, from its setup path (or OPTIMIZE where setup failed)."""
+    if any(tag in path for tag in ("hqq", "int4", "pruna")):
+        return "int4"
+    if any(tag in path for tag in ("int8", "fp8")):
+        return "int8"
+    return "bf16"
+
+
 def hf_generate_baseline(model, tok, new_tokens: int, repeats: int) -> dict:
+    tok = getattr(tok, "tokenizer", tok)  # Gemma's processor: its text part
     inputs = {k: v.to(model.device) for k, v in tok("Tell me a long story about a lighthouse keeper.",
                                                      return_tensors="pt").items()}
+    times = _timed_generate(model, inputs, new_tokens, repeats)
+    return {"name": "bf16 eager HF generate", "new_tokens": new_tokens, "seconds": times,
+            "tokens_per_s": round(new_tokens / statistics.median(times), 2)}
+
+
+def hf_image_baseline(model, processor, image, question: str, new_tokens: int, repeats: int) -> dict:
+    """HF generate, bf16 eager, on one image and question: end to end (the processor included), as the
+    deployment's `predict_time` is."""
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def inputs():
+        enc = processor(text=text, images=[image], return_tensors="pt", add_special_tokens=False)
+        return {k: v.to(model.device) for k, v in enc.items()}
+
+    times = _timed_generate(model, inputs, new_tokens, repeats)
+    return {"name": "bf16 eager HF generate, image + question", "new_tokens": new_tokens, "seconds": times,
+            "median_s": round(statistics.median(times), 4), "tokens_per_s": round(new_tokens / statistics.median(times), 2)}
+
+
+def _timed_generate(model, inputs, new_tokens: int, repeats: int) -> list[float]:
+    """Seconds per sampled generate of exactly `new_tokens` (one warm-up first); `inputs` a dict or a function
+    that makes it (timed too)."""
+    sync = torch.cuda.synchronize if model.device.type == "cuda" else lambda: None
 
     def once():
-        torch.cuda.synchronize()
+        sync()
         started = time.perf_counter()
         with torch.inference_mode():
-            model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=True,
-                           temperature=0.7, top_p=0.9, use_cache=True)
-        torch.cuda.synchronize()
+            model.generate(**(inputs() if callable(inputs) else inputs), max_new_tokens=new_tokens,
+                           min_new_tokens=new_tokens, do_sample=True, temperature=0.7, top_p=0.9, use_cache=True)
+        sync()
         return time.perf_counter() - started
 
     once()
-    times = [once() for _ in range(repeats)]
-    return {"name": "bf16 eager HF generate", "new_tokens": new_tokens, "seconds": times,
-            "tokens_per_s": round(new_tokens / statistics.median(times), 2)}
+    return [once() for _ in range(repeats)]
 
 
 def fidelity(reference, quantized_logits_fn, tok, prompts: list[str]) -> dict:
@@ -91,7 +134,27 @@ def _median(rows: list[dict], key: str):
     return round(statistics.median(values), 4) if values else None
 
 
-def server_figures(server, args, extra: dict, long: bool) -> dict:
+def request_plan(deployment: str, *, long: bool, tokens: int = 512, long_tokens: int = 4000,
+                 concurrent_tokens: int = 256) -> tuple[dict, dict, dict]:
+    """(inputs every request carries, the bs1 cases by name, the request sent 8 times at once).
+    A deployment that needs an image (Gemma 3) gets its catalog example's with every request, and a case of
+    its example question with 128 new tokens (the issue's figure)."""
+    from shared.cogserver import example_inputs
+
+    example = example_inputs(deployment)
+    extra = {k: v for k, v in example.items() if k == "image"}
+    cases = {f"{tokens}_tokens": {"prompt": "Tell me a long story about a lighthouse keeper.", "max_new_tokens": tokens}}
+    if long:
+        cases[f"{long_tokens}_tokens"] = {"prompt": "Tell me a very long story about a lighthouse keeper.",
+                                          "max_new_tokens": long_tokens}
+    if extra:
+        cases["image_question_128"] = {"prompt": example["prompt"], "max_new_tokens": 128}
+    cases["ttft_long_prompt"] = {"prompt": LONG_PROMPT, "max_new_tokens": 8}
+    concurrent = {"prompt": "Write a poem about the sea.", "max_new_tokens": concurrent_tokens}
+    return extra, cases, concurrent
+
+
+def server_figures(server, repeats: int, extra: dict, cases: dict, concurrent: dict, rows_at_once: int = 8) -> dict:
     from shared.cogserver import log_events, post_prediction
 
     logs: list[str] = []
@@ -103,30 +166,28 @@ def server_figures(server, args, extra: dict, long: bool) -> dict:
         return body
 
     row = {}
-    cases = {"512_tokens": {"prompt": "Tell me a long story about a lighthouse keeper.", "max_new_tokens": 512}}
-    if long:
-        cases["4000_tokens"] = {"prompt": "Tell me a very long story about a lighthouse keeper.", "max_new_tokens": 4000}
-    cases["ttft_long_prompt"] = {"prompt": LONG_PROMPT, "max_new_tokens": 8}
     for case, inputs in cases.items():
         rows = [_metrics(predict({**inputs, "temperature": 0.7, "top_p": 0.9, "seed": i}))
-                for i in range(args.repeats + 1)][1:]  # the first warms up
+                for i in range(repeats + 1)][1:]  # the first warms up
         medians = {f"median_{k}": _median(rows, k) for k in ("predict_time", "ttft", "tokens", "decode_tok_s")}
         row[case] = {"runs": rows, **medians}
         print(case, {k: v for k, v in row[case].items() if k != "runs"}, flush=True)
-    # 8 requests at once. A 409 is retried for at most 1 s (the server frees a slot a few ms after it answers:
+    # N requests at once. A 409 is retried for at most 1 s (the server frees a slot a few ms after it answers:
     # docs/operations.md); a server that takes one request at a time refuses the others for seconds.
-    body = {**extra, "prompt": "Write a poem about the sea.", "max_new_tokens": 256, "temperature": 0.7, "top_p": 0.9}
+    body = {**extra, **concurrent, "temperature": 0.7, "top_p": 0.9}
     started = time.perf_counter()
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(rows_at_once) as pool:
         answers = list(pool.map(lambda i: post_prediction(server.url, {**body, "seed": i}, timeout=600, busy_wait=1.0),
-                                range(8)))
+                                range(rows_at_once)))
     wall = time.perf_counter() - started
     served = [a.json() for a in answers if a.status_code == 200 and a.json().get("status") == "succeeded"]
+    logs.extend(b.get("logs") or "" for b in served)
     tokens = sum(b["metrics"].get("output_token_count") or 0 for b in served)
-    row["concurrent_8x256"] = {"served": len(served), "refused": sum(a.status_code == 409 for a in answers),
-                               "other": [a.status_code for a in answers if a.status_code not in (200, 409)],
-                               "wall_s": round(wall, 3), "aggregate_tok_s": round(tokens / wall, 1)}
-    print("concurrent", row["concurrent_8x256"], flush=True)
+    row[f"concurrent_{rows_at_once}x{concurrent['max_new_tokens']}"] = {
+        "served": len(served), "refused": sum(a.status_code == 409 for a in answers),
+        "other": [a.status_code for a in answers if a.status_code not in (200, 409)],
+        "tokens": tokens, "wall_s": round(wall, 3), "aggregate_tok_s": round(tokens / wall, 1)}
+    print("concurrent", row[f"concurrent_{rows_at_once}x{concurrent['max_new_tokens']}"], flush=True)
     ends = log_events("\n".join(logs), "predict.end")
     row["serving_peak_gpu_gb"] = max((e.get("peak_gpu_gb") or 0 for e in ends), default=None)
     row["recompiles_after_setup"] = sum(text.count("Recompiling") for text in logs)
@@ -135,8 +196,8 @@ def server_figures(server, args, extra: dict, long: bool) -> dict:
 
 def bench_text_server(args) -> dict:
     from shared import catalog, llm_backends
-    from shared.builders.text import build_random_causal_lm
-    from shared.cogserver import CogServer
+    from shared.builders.text import build_random_causal_lm, build_random_gemma3
+    from shared.cogserver import CogServer, from_data_uri
 
     name = args.deployment
     dep = catalog.get(name)
@@ -144,18 +205,24 @@ def bench_text_server(args) -> dict:
     configs = dict(item.split("=", 1) for item in args.configs.split(";"))
     device = torch.cuda.get_device_name()
     tbs = bandwidth(device)
+    extra, cases, concurrent = request_plan(name, long=args.long)
     result: dict = {"deployment": name, "repeats": args.repeats, "configs": configs, "bandwidth_tb_s": tbs,
-                    "variants": {}}
+                    "cases": {k: v["max_new_tokens"] for k, v in cases.items()}, "variants": {}}
 
     torch.cuda.reset_peak_memory_stats()
-    model, tok = build_random_causal_lm(dep, tiny=False, device="cuda", dtype=torch.bfloat16)
+    build = build_random_gemma3 if name == "gemma3-4b-it" else build_random_causal_lm
+    model, tok = build(dep, tiny=False, device="cuda", dtype=torch.bfloat16)
     if args.baseline_from:  # measured by an earlier run of this benchmark (same commit): named, not re-run
         result["baseline"] = {**json.loads(Path(args.baseline_from).read_text())["baseline"], "from": args.baseline_from}
     else:
         result["baseline"] = {**hf_generate_baseline(model, tok, args.tokens, args.repeats), "peak_gpu_gb": peak_memory_gb()}
-    bf16 = weight_bytes_per_token(model)
-    int4 = weight_bytes_per_token(model, int4_group=64)
-    result["roofline_tok_s"] = {"bf16": round(tbs * 1e12 / bf16["bytes"], 1), "int4": round(tbs * 1e12 / int4["bytes"], 1)}
+        if extra:  # the same image and question the server gets
+            from shared.images import load_rgb
+
+            image = load_rgb(io.BytesIO(from_data_uri(extra["image"])[1]))
+            result["baseline_image_question"] = hf_image_baseline(model, tok, image, cases["image_question_128"]["prompt"],
+                                                                  128, args.repeats)
+    result["roofline_tok_s"] = rooflines(model, tbs)
     print("baseline", result["baseline"]["tokens_per_s"], "roofline", result["roofline_tok_s"], flush=True)
     if args.fidelity:
         import copy
@@ -168,6 +235,7 @@ def bench_text_server(args) -> dict:
     del model
     torch.cuda.empty_cache()
 
+    first = next(iter(configs))
     for label, optimize in configs.items():
         env = {"WEIGHT_PROFILE": os.environ["WEIGHT_PROFILE"], "TORCH_LOGS": "recompiles", "OPTIMIZE": optimize}
         started = time.perf_counter()
@@ -176,10 +244,12 @@ def bench_text_server(args) -> dict:
                 row = {"ready_s": round(time.perf_counter() - started, 1)}
                 setup = server.events("setup.done")[-1]
                 row["setup"] = {k: setup.get(k) for k in ("path", "phases", "peak_gpu_gb", "seconds")}
-                row.update(server_figures(server, args, {}, long=args.long and label == next(iter(configs))))
+                mine = cases if label == first else {k: v for k, v in cases.items() if k != "4000_tokens"}
+                row.update(server_figures(server, args.repeats, extra, mine, concurrent))
         except Exception as e:  # recorded, not lost: the next configuration still runs
             row = {"error": f"{type(e).__name__}: {e}"[:2000]}
-        roof = result["roofline_tok_s"]["int4" if "hqq" in optimize or "pruna" in optimize else "bf16"]
+        row["weight_format"] = weight_format(row.get("setup", {}).get("path") or optimize)
+        roof = result["roofline_tok_s"][row["weight_format"]]
         decode = row.get("512_tokens", {}).get("median_decode_tok_s")
         row["fraction_of_roofline_512"] = round(decode / roof, 3) if decode else None
         result["variants"][label] = row

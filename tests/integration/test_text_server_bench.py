@@ -1,0 +1,67 @@
+"""The text server benchmark's own code (benchmarks/text_speed.py) on tiny weights, CPU: the requests a device
+run sends, checked where it is cheap, so a GPU call is not the first to find that Gemma's need an image."""
+
+import pytest
+
+from benchmarks import text_speed
+
+pytestmark = pytest.mark.integration
+
+
+def test_gemma_figures_send_its_image_and_serve_every_case_and_all_requests_at_once(server):
+    extra, cases, concurrent = text_speed.request_plan("gemma3-4b-it", long=False, tokens=6, concurrent_tokens=4)
+    assert set(cases) == {"6_tokens", "image_question_128", "ttft_long_prompt"}
+    cases["image_question_128"]["max_new_tokens"] = 5  # CPU: the case's shape, not its length
+    row = text_speed.server_figures(server("gemma3-4b-it"), 1, extra, cases, concurrent)
+    for case in cases:
+        (run,) = row[case]["runs"]
+        assert run["tokens"] >= 1 and run["predict_time"] > 0 and run["ttft"] is not None
+    together = row["concurrent_8x4"]
+    assert together["served"] == 8 and together["refused"] == 0 and together["other"] == []
+    assert together["tokens"] >= 8
+    assert row["recompiles_after_setup"] == 0
+
+
+def test_a_text_only_deployment_sends_no_image():
+    extra, cases, _ = text_speed.request_plan("smollm3-3b", long=True)
+    assert extra == {} and set(cases) == {"512_tokens", "4000_tokens", "ttft_long_prompt"}
+
+
+@pytest.mark.parametrize("path, fmt", [
+    ("transformers-cuda+pruna-hqq4-int4mm+static-cache+compiled-decode", "int4"),
+    ("transformers-cuda+hqq4-gemlite+static-cache+compiled-decode+grouped-decode-attention", "int4"),
+    ("transformers-cuda+magnitude:0.1+int8-weight-only+static-cache+compiled-decode", "int8"),
+    ("transformers-cuda+magnitude:0.1+fp8-weight-only+static-cache+compiled-decode", "int8"),
+    ("transformers-cuda+static-cache+compiled-decode", "bf16"),
+])
+def test_each_served_path_is_held_to_the_roofline_of_its_weight_format(path, fmt):
+    assert text_speed.weight_format(path) == fmt
+
+
+def test_rooflines_rise_as_weights_shrink():
+    import torch
+
+    model = torch.nn.Module()
+    model.layer = torch.nn.Linear(64, 64, bias=False)
+    model.lm_head = torch.nn.Linear(64, 32, bias=False)
+    model.get_output_embeddings = lambda: model.lm_head
+    roof = text_speed.rooflines(model, tbs=1.0)
+    # bytes: bf16 4096*2 + 2048*2; int8 4096 + 4096; int4 4096*(0.5 + 4/64) + 4096
+    assert roof == {"bf16": round(1e12 / 12288, 1), "int8": round(1e12 / 8192, 1), "int4": round(1e12 / 6400, 1)}
+
+
+def test_the_image_baseline_generates_from_the_image_and_question_the_server_gets():
+    import io
+
+    import torch
+
+    from shared import catalog
+    from shared.builders.text import build_random_gemma3
+    from shared.cogserver import from_data_uri
+    from shared.images import load_rgb
+
+    extra, cases, _ = text_speed.request_plan("gemma3-4b-it", long=False)
+    model, processor = build_random_gemma3(catalog.get("gemma3-4b-it"), tiny=True, device="cpu", dtype=torch.float32)
+    image = load_rgb(io.BytesIO(from_data_uri(extra["image"])[1]))
+    base = text_speed.hf_image_baseline(model, processor, image, cases["image_question_128"]["prompt"], 3, 2)
+    assert len(base["seconds"]) == 2 and base["median_s"] > 0 and base["new_tokens"] == 3
