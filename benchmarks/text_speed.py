@@ -154,7 +154,10 @@ def request_plan(deployment: str, *, long: bool, tokens: int = 512, long_tokens:
     return extra, cases, concurrent
 
 
-def server_figures(server, repeats: int, extra: dict, cases: dict, concurrent: dict, rows_at_once: int = 8) -> dict:
+def server_figures(server, repeats: int, extra: dict, cases: dict, concurrent: dict, rows_at_once: int = 8,
+                   progress=lambda row: None) -> dict:
+    """Every case's figures, then the simultaneous requests; requests longer than a batched row (the 4,000-token
+    case) come last, as the longest. `progress(row)` is called after each, so a run stopped midway keeps them."""
     from shared.cogserver import log_events, post_prediction
 
     logs: list[str] = []
@@ -165,13 +168,19 @@ def server_figures(server, repeats: int, extra: dict, cases: dict, concurrent: d
         assert body["status"] == "succeeded", body.get("error")
         return body
 
-    row = {}
-    for case, inputs in cases.items():
+    def run_case(case, inputs):
         rows = [_metrics(predict({**inputs, "temperature": 0.7, "top_p": 0.9, "seed": i}))
                 for i in range(repeats + 1)][1:]  # the first warms up
         medians = {f"median_{k}": _median(rows, k) for k in ("predict_time", "ttft", "tokens", "decode_tok_s")}
         row[case] = {"runs": rows, **medians}
         print(case, {k: v for k, v in row[case].items() if k != "runs"}, flush=True)
+        progress(row)
+
+    row = {}
+    longest = {k: v for k, v in cases.items() if v["max_new_tokens"] > 2048}
+    for case, inputs in cases.items():
+        if case not in longest:
+            run_case(case, inputs)
     # N requests at once. A 409 is retried for at most 1 s (the server frees a slot a few ms after it answers:
     # docs/operations.md); a server that takes one request at a time refuses the others for seconds.
     body = {**extra, **concurrent, "temperature": 0.7, "top_p": 0.9}
@@ -188,6 +197,9 @@ def server_figures(server, repeats: int, extra: dict, cases: dict, concurrent: d
         "other": [a.status_code for a in answers if a.status_code not in (200, 409)],
         "tokens": tokens, "wall_s": round(wall, 3), "aggregate_tok_s": round(tokens / wall, 1)}
     print("concurrent", row[f"concurrent_{rows_at_once}x{concurrent['max_new_tokens']}"], flush=True)
+    progress(row)
+    for case, inputs in longest.items():
+        run_case(case, inputs)
     ends = log_events("\n".join(logs), "predict.end")
     row["serving_peak_gpu_gb"] = max((e.get("peak_gpu_gb") or 0 for e in ends), default=None)
     row["recompiles_after_setup"] = sum(text.count("Recompiling") for text in logs)
@@ -224,6 +236,7 @@ def bench_text_server(args) -> dict:
                                                                   128, args.repeats)
     result["roofline_tok_s"] = rooflines(model, tbs)
     print("baseline", result["baseline"]["tokens_per_s"], "roofline", result["roofline_tok_s"], flush=True)
+    (work / "text-server-partial.json").write_text(json.dumps(result, indent=2))
     if args.fidelity:
         import copy
 
@@ -245,9 +258,14 @@ def bench_text_server(args) -> dict:
                 setup = server.events("setup.done")[-1]
                 row["setup"] = {k: setup.get(k) for k in ("path", "phases", "peak_gpu_gb", "seconds")}
                 mine = cases if label == first else {k: v for k, v in cases.items() if k != "4000_tokens"}
-                row.update(server_figures(server, args.repeats, extra, mine, concurrent))
+
+                def partial(figures, row=row, label=label):
+                    result["variants"][label] = {**row, **figures, "partial": True}
+                    (work / "text-server-partial.json").write_text(json.dumps(result, indent=2))
+
+                row.update(server_figures(server, args.repeats, extra, mine, concurrent, progress=partial))
         except Exception as e:  # recorded, not lost: the next configuration still runs
-            row = {"error": f"{type(e).__name__}: {e}"[:2000]}
+            row = {**result["variants"].get(label, {}), "error": f"{type(e).__name__}: {e}"[:2000]}  # figures so far kept
         row["weight_format"] = weight_format(row.get("setup", {}).get("path") or optimize)
         roof = result["roofline_tok_s"][row["weight_format"]]
         decode = row.get("512_tokens", {}).get("median_decode_tok_s")

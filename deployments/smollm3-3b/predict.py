@@ -39,6 +39,10 @@ class Runner(TextGenerationRunner):
         # Q, K, V as one matmul and gate, up as one (shared/fused_projections.py): 4 GEMVs per layer instead of 7.
         # With quantize=none or hqq (Pruna's smash picks its layers by name). Opt-in until measured on a GPU.
         "fuse_projections": Option("off", "off", ("on", "off"), "one matmul for Q, K, V and one for gate, up"),
+        # Coordinate-descent tuning of the compiled kernels. Off: the int4 matmuls are library kernels it never
+        # tunes, and with it a cold boot compiled each of the three steps for ~180 s (H200, 2026-12-05), past
+        # Replicate's 600 s setup limit.
+        "kernel_tuning": Option("off", "off", ("on", "off"), "tune the compiled kernels' launch configs (boot time)"),
     }
 
     def load_model(self):
@@ -56,9 +60,9 @@ class Runner(TextGenerationRunner):
                                                    dtype=self.hw.dtype, kernel="gemlite" if kernel == "gemlite" else "torchao_int4",
                                                    filter_fn=quantize.not_lm_head if fused else None)
             path.append(how)
-            # hqq's int4 inference patch turns Inductor's coordinate-descent tuning on for the process
-            # (hqq/utils/patching.py); say so here, where the choice is visible.
-            selective_compile.tune_kernels(True)
+        # hqq's int4 inference patch turns Inductor's coordinate-descent tuning on for the process
+        # (hqq/utils/patching.py): the deployment's own choice is set after it.
+        selective_compile.tune_kernels(self.options["kernel_tuning"] == "on")
         if self.options["compile"] == "on":
             self.decode_compile = llm_backends.decode_step_compile()
             path.append("static-cache+compiled-decode")

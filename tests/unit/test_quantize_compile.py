@@ -153,3 +153,21 @@ def test_gemma_quantizes_its_language_model_only_and_keeps_its_logits(monkeypatc
         ours, theirs = runner.model(input_ids=ids).logits, plain.model(input_ids=ids).logits
     assert not torch.equal(ours, theirs)
     assert torch.nn.functional.cosine_similarity(ours.flatten(), theirs.flatten(), dim=0) > least_cosine
+
+
+@pytest.mark.parametrize("optimize, tuned", [("", False), ("kernel_tuning=on", True)])
+def test_smollm3_tunes_kernels_only_when_asked_even_after_hqq_turned_it_on(inductor_tuning, monkeypatch, optimize, tuned):
+    # hqq's int4 patch switches the tuning on for the process; a cold boot then compiled each of SmolLM3's three
+    # decode steps for ~180 s (H200), past Replicate's 600 s setup limit.
+    from shared import options as opts, weights
+    from shared.runtime import select_device
+    from tests.conftest import load_runner
+
+    monkeypatch.setenv("OPTIMIZE", optimize)
+    runner = load_runner("smollm3-3b")  # what setup() holds before load_model()
+    runner.dep, runner.hw = catalog.get("smollm3-3b"), select_device()
+    runner.options = opts.resolve(runner.option_spec(), cuda=False)
+    runner.source = weights.for_deployment(runner.dep)
+    inductor_tuning.coordinate_descent_tuning = True  # as hqq's patch leaves it on a GPU
+    runner.load_model()
+    assert inductor_tuning.coordinate_descent_tuning is tuned
