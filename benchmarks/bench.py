@@ -473,6 +473,7 @@ def main() -> int:
     tp.add_argument("--kernels", default="torchao_int4,gemlite,bf16",
                     help="hqq backends (or bf16), in order; KERNEL+grouped for attention=grouped")
     tp.add_argument("--single-only", action="store_true", help="skip the batched decoder (its compile, its figures)")
+    tp.add_argument("--prefill-only", action="store_true", help="only the eager 512-token prefill per variant (no compile)")
     tp.add_argument("--repeats", type=int, default=5)
     tp.add_argument("--budget-s", type=float, default=330, help="start no kernel after this many seconds")
     c = sub.add_parser("canary")
@@ -534,7 +535,8 @@ def main() -> int:
         print(f"-> {path}")
         return 0
     elif args.what == "text-profile":
-        kernels = args.kernels.replace(",", "-").replace("+", "_") + ("-single" if args.single_only else "")
+        kernels = args.kernels.replace(",", "-").replace("+", "_") + ("-single" if args.single_only else "") + (
+            "-prefill" if args.prefill_only else "")
         path = write(f"text-profile-{args.deployment}", kernels if variant == "default" else variant, result)
         for name, row in result["variants"].items():
             print(name, row.get("error") or row.get("skipped") or

@@ -16,6 +16,8 @@ builds (one 2,048-token cache, 8 rows, the same compile settings):
 A variant "KERNEL+grouped" decodes with `attention=grouped` (shared/decode_attention.py) instead of SDPA;
 "+fused" fuses Q/K/V and gate/up first (`fuse_projections=on`, shared/fused_projections.py).
 --single-only skips the batched decoder (its compile is the longer one): prefill, single stream, profile.
+--prefill-only compiles nothing: the eager 512-token prefill per variant, wall and GPU time, and its kernels (a minute
+per variant: where the time to first token goes).
 Variants run in the order given until --budget-s is spent; each one's figures are written as it ends.
 """
 
@@ -77,6 +79,31 @@ def _kernel_table(prof, steps: int, top: int = 25) -> list[dict]:
     return rows[:top]
 
 
+def prefill_figures(model, tok, engine, repeats: int) -> dict:
+    """The eager prefill of the issue's 512-token prompt alone (no compile): wall time, and GPU time by kernel.
+    Wall minus GPU time is the forward's Python, which a compiled prefill removes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    ids = tok(LONG_PROMPT, return_tensors="pt")["input_ids"][:, :512].cuda()
+    cache = engine.caches[0]
+
+    def run():
+        cache.reset()
+        with torch.inference_mode():
+            engine.prefill({"input_ids": ids}, cache)
+
+    times = [_sync_time(run) for _ in range(repeats + 2)][2:]  # two warm-ups: kernels load, then settle
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        run()
+        torch.cuda.synchronize()
+    kernels = _kernel_table(prof, 1)
+    return {"prefill": {"prompt_tokens": int(ids.shape[1]), "median_ms": round(1e3 * statistics.median(times), 1),
+                        "runs_ms": [round(1e3 * t, 1) for t in times],
+                        "gpu_ms": round(sum(e.device_time_total for e in prof.key_averages()
+                                            if getattr(e, "device_time_total", 0)) / 1e3, 1)},
+            "profile_prefill_512": kernels}
+
+
 def profile_variant(dep, variant: str, args) -> dict:
     from shared import compile as selective_compile
     from shared import llm_backends, quantize
@@ -105,8 +132,10 @@ def profile_variant(dep, variant: str, args) -> dict:
             filter_fn=quantize.not_lm_head if "fused" in flags else None)
     if attention == "grouped":
         use_grouped_decode_attention(model)
-    selective_compile.tune_kernels(kernel != "bf16")  # as the deployment sets it
+    selective_compile.tune_kernels(False)  # as SmolLM3 sets it (kernel_tuning=off since 71c0392)
     row["load_s"] = round(time.perf_counter() - started, 1)
+    if args.prefill_only:
+        return row | prefill_figures(model, tok, DecodeEngine(model, [2048]), args.repeats)
     compile_step = llm_backends.decode_step_compile()
     single = DecodeEngine(model, [2048], compile_step=compile_step, compile_prefill=llm_backends.prefill_compile())
     batch = BatchedDecoder(model, rows=8, row_tokens=2048, single=single, compile_step=compile_step)

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.integration
 
 def test_gemma_figures_send_its_image_and_serve_every_case_and_all_requests_at_once(server):
     extra, cases, concurrent = text_speed.request_plan("gemma3-4b-it", long=False, tokens=6, concurrent_tokens=4)
-    assert set(cases) == {"6_tokens", "image_question_128", "ttft_long_prompt"}
+    assert set(cases) == {"6_tokens", "image_question_128", "ttft_512_token_prompt"}
     cases["image_question_128"]["max_new_tokens"] = 5  # CPU: the case's shape, not its length
     row = text_speed.server_figures(server("gemma3-4b-it"), 1, extra, cases, concurrent)
     for case in cases:
@@ -24,7 +24,7 @@ def test_gemma_figures_send_its_image_and_serve_every_case_and_all_requests_at_o
 
 def test_a_text_only_deployment_sends_no_image():
     extra, cases, _ = text_speed.request_plan("smollm3-3b", long=True)
-    assert extra == {} and set(cases) == {"512_tokens", "4000_tokens", "ttft_long_prompt"}
+    assert extra == {} and set(cases) == {"512_tokens", "4000_tokens", "ttft_512_token_prompt"}
 
 
 @pytest.mark.parametrize("path, fmt", [
@@ -65,3 +65,24 @@ def test_the_image_baseline_generates_from_the_image_and_question_the_server_get
     image = load_rgb(io.BytesIO(from_data_uri(extra["image"])[1]))
     base = text_speed.hf_image_baseline(model, processor, image, cases["image_question_128"]["prompt"], 3, 2)
     assert len(base["seconds"]) == 2 and base["median_s"] > 0 and base["new_tokens"] == 3
+
+
+@pytest.mark.parametrize("name", ["smollm3-3b", "gemma3-4b-it"])
+def test_the_time_to_first_token_prompt_has_512_tokens_with_the_chat_template(name):
+    # It once sent a prompt said to be ~560 tokens that SmolLM3's template made 1,501.
+    prompt, tokens = text_speed.prompt_of_tokens(name, 512)
+    assert abs(tokens - 512) <= 25 and prompt.startswith(text_speed.SENTENCE)
+    assert text_speed.request_plan(name, long=False)[1]["ttft_512_token_prompt"]["prompt"] == prompt
+
+
+def test_phi4s_reasoning_system_prompt_alone_is_over_512_tokens_so_its_shortest_prompt_is_sent():
+    prompt, tokens = text_speed.prompt_of_tokens("phi4-reasoning-plus", 512)
+    assert prompt == text_speed.SENTENCE and 512 < tokens < 800
+
+
+def test_the_gemma_server_reports_the_prompt_tokens_it_counted(server):
+    extra, cases, concurrent = text_speed.request_plan("gemma3-4b-it", long=False, tokens=2, concurrent_tokens=1)
+    (run,) = text_speed.server_figures(server("gemma3-4b-it"), 1, extra, {"ttft": cases["ttft_512_token_prompt"]},
+                                       concurrent, rows_at_once=1)["ttft"]["runs"]
+    # the templated prompt plus the image's tokens (the tiny model's image is a few tokens)
+    assert run["input_tokens"] >= text_speed.prompt_of_tokens("gemma3-4b-it", 512)[1]
