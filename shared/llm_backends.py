@@ -50,20 +50,34 @@ def hqq_quantize(model, *, via: str, device: str, dtype: torch.dtype, nbits: int
         quiet_libraries()
         pruna = require("pruna", install="pruna==0.3.4", purpose="Pruna HQQ quantization")
         pack_hqq_int4_on_any_torch()
+        # Pruna 0.3.4's HQQ patches in one int4 backend itself (its `backend` hyperparameter is a constant,
+        # torchao_int4); for gemlite it leaves HQQ's layers (`use_torchao_kernels` off) and hqq patches them here.
         config = pruna.SmashConfig({"hqq": {"weight_bits": nbits, "group_size": group_size,
-                                            "compute_dtype": "torch.bfloat16" if dtype == torch.bfloat16 else "torch.float16"}},
+                                            "compute_dtype": "torch.bfloat16" if dtype == torch.bfloat16 else "torch.float16",
+                                            "use_torchao_kernels": kernel == "torchao_int4"}},
                                    device=device)
         smashed = pruna.smash(model=model, smash_config=config)
         inner = getattr(smashed, "model", smashed)
+        if kernel == "gemlite":
+            _patch_int4(inner, kernel)
         # Pruna logs and swallows a failure to patch in the int4 kernels, leaving HQQ's dequantize-then-matmul
         # layers (2.6x slower than bf16 eager): say which one serves.
-        fast = sum(type(m).__name__ == "HQQLinearTorchWeightOnlynt4" for m in inner.modules())
-        kernel = "int4mm" if fast else "dequantize"
-        log_event("quantize", method="pruna.hqq", nbits=nbits, group_size=group_size, kernel=kernel, int4mm_layers=fast)
-        return inner, f"pruna-hqq{nbits}-{kernel}"
+        fast = sum(type(m).__name__ in _INT4_LAYERS[kernel] for m in inner.modules())
+        served = ("int4mm" if kernel == "torchao_int4" else kernel) if fast else "dequantize"
+        log_event("quantize", method="pruna.hqq", nbits=nbits, group_size=group_size, kernel=served, int4_layers=fast)
+        return inner, f"pruna-hqq{nbits}-{served}"
     apply_hqq(model, nbits=nbits, group_size=group_size, device=device, compute_dtype=dtype, filter_fn=filter_fn)
     if device == "cpu":
         return model, f"hqq{nbits}"
+    patched = _patch_int4(model, kernel)
+    log_event("quantize", method="hqq", nbits=nbits, group_size=group_size, kernel=kernel, patched_layers=patched)
+    if not patched:
+        raise RuntimeError(f"hqq's {kernel} backend patched no layer: the slow dequantize path would serve")
+    return model, f"hqq{nbits}-{kernel}"
+
+
+def _patch_int4(model, kernel: str) -> int:
+    """Swap HQQ's layers for an int4 inference backend's (hqq's `prepare_for_inference`); how many it swapped."""
     from hqq.utils.patching import prepare_for_inference
 
     if kernel == "torchao_int4":
@@ -72,11 +86,7 @@ def hqq_quantize(model, *, via: str, device: str, dtype: torch.dtype, nbits: int
         require("gemlite", install="gemlite==0.6.0.post2", purpose="HQQ's gemlite int4 kernels")
         load_gemlite_configs()
     prepare_for_inference(model, backend=kernel)
-    patched = sum(type(m).__name__ in _INT4_LAYERS[kernel] for m in model.modules())
-    log_event("quantize", method="hqq", nbits=nbits, group_size=group_size, kernel=kernel, patched_layers=patched)
-    if not patched:
-        raise RuntimeError(f"hqq's {kernel} backend patched no layer: the slow dequantize path would serve")
-    return model, f"hqq{nbits}-{kernel}"
+    return sum(type(m).__name__ in _INT4_LAYERS[kernel] for m in model.modules())
 
 
 # The layer classes each of hqq's inference backends swaps in (hqq 0.2.8.post1, gemlite 0.6.0.post2).

@@ -25,8 +25,9 @@ class Runner(TextGenerationRunner):
     static_cache_tokens = 2048 + 16384  # prompt (the think-mode system prompt alone is ~800) + max max_new_tokens
     OPTIONS = {
         # pruna-hqq: Pruna's SmashConfig (int4 kernels patched in by hqq's torchao backend); hqq: hqq itself,
-        # the same kernels on a GPU (HQQ's dequantize layers on CPU); hqq-gemlite: gemlite's Triton kernels.
-        "quantize": Option("pruna-hqq", "hqq", ("none", "hqq", "hqq-gemlite", "pruna-hqq"),
+        # the same kernels on a GPU (HQQ's dequantize layers on CPU); -gemlite: gemlite's Triton kernels, whose
+        # GEMM took 24.7 ms of a 560-token prompt against tinygemm's 110 (H100): opt-in until the server measures it.
+        "quantize": Option("pruna-hqq", "hqq", ("none", "hqq", "hqq-gemlite", "pruna-hqq", "pruna-hqq-gemlite"),
                            "4-bit HQQ weights: 4x fewer bytes per token"),
         "compile": Option("on", "off", ("on", "off"), "static KV cache + compiled decode step"),
         # Grouped decode attention on a GPU: SDPA's path copied the 4 KV heads out to 16 every step; a decode
@@ -48,7 +49,8 @@ class Runner(TextGenerationRunner):
     def load_model(self):
         model, tokenizer = load_causal_lm(self.dep, self.source, device=self.hw.device, dtype=self.hw.dtype)
         path = [f"transformers-{self.hw.device}"]
-        via, _, kernel = self.options["quantize"].partition("-")
+        via = "pruna" if self.options["quantize"].startswith("pruna") else "hqq"
+        kernel = "gemlite" if self.options["quantize"].endswith("-gemlite") else "torchao_int4"
         fused = self.options["fuse_projections"] == "on"
         if fused:  # before quantizing: the fused Linears are quantized as such
             if via == "pruna":
@@ -56,8 +58,7 @@ class Runner(TextGenerationRunner):
                                  "Pruna's smash picks the layers it quantizes by their names")
             path.append(f"fused-projections:{fuse_projections(model)}")
         if self.options["quantize"] != "none":
-            model, how = llm_backends.hqq_quantize(model, via="pruna" if via == "pruna" else "hqq", device=self.hw.device,
-                                                   dtype=self.hw.dtype, kernel="gemlite" if kernel == "gemlite" else "torchao_int4",
+            model, how = llm_backends.hqq_quantize(model, via=via, device=self.hw.device, dtype=self.hw.dtype, kernel=kernel,
                                                    filter_fn=quantize.not_lm_head if fused else None)
             path.append(how)
         # hqq's int4 inference patch turns Inductor's coordinate-descent tuning on for the process

@@ -111,6 +111,17 @@ def test_text_deployment_serves_its_optimized_path(name):
         assert body["metrics"]["output_token_count"] > 0
 
 
+def test_pruna_with_gemlite_kernels_serves_gemlites_layers():
+    """quantize=pruna-hqq-gemlite: Pruna's HQQ with its own patch off, then hqq's gemlite backend."""
+    if not _importable("pruna") or not _importable("gemlite"):
+        pytest.skip("pruna and gemlite are not installed here: carry their wheels (../shared/gpu/fetch-wheels.sh pruna)")
+    with _server("smollm3-3b", OPTIMIZE="quantize=pruna-hqq-gemlite") as s:
+        body = ok(s.predict({"prompt": "Tell me a story.", "max_new_tokens": 64, "seed": 1}))
+        _report("smollm3-3b", body)
+        assert "pruna-hqq4-gemlite" in s.log_path.read_text()
+        assert body["metrics"]["output_token_count"] > 0
+
+
 def test_compiled_decode_is_warm_before_the_first_request():
     """bf16 + compiled decode (no Pruna needed): requests of different lengths never recompile."""
     with _server("smollm3-3b", OPTIMIZE="quantize=none") as s:
