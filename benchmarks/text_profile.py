@@ -79,12 +79,17 @@ def _kernel_table(prof, steps: int, top: int = 25) -> list[dict]:
     return rows[:top]
 
 
+def _prompt_512(tok) -> torch.Tensor:
+    """The issue's 512-token prompt, as ids on the GPU (no chat template: the prefill alone is timed)."""
+    return tok(LONG_PROMPT, return_tensors="pt")["input_ids"][:, :512].cuda()
+
+
 def prefill_figures(model, tok, engine, repeats: int) -> dict:
     """The eager prefill of the issue's 512-token prompt alone (no compile): wall time, and GPU time by kernel.
     Wall minus GPU time is the forward's Python, which a compiled prefill removes."""
     from torch.profiler import ProfilerActivity, profile
 
-    ids = tok(LONG_PROMPT, return_tensors="pt")["input_ids"][:, :512].cuda()
+    ids = _prompt_512(tok)
     cache = engine.caches[0]
 
     def run():
@@ -149,7 +154,7 @@ def profile_variant(dep, variant: str, args) -> dict:
         row["compile_batched_s"] = round(time.perf_counter() - started, 1)
     row["memory_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
 
-    long_ids = tok(LONG_PROMPT, return_tensors="pt")["input_ids"][:, :512].cuda()  # the issue's 512-token prompt
+    long_ids = _prompt_512(tok)
     cache = batch.prefill_cache
 
     def prefill(compiled: bool):

@@ -34,8 +34,6 @@ from shared.runtime import peak_memory_gb
 BANDWIDTH_TBS = {"H100": 3.35, "H200": 4.8, "A100": 2.0, "L40S": 0.864}
 SENTENCE = "The lighthouse keeper wrote in his log every night about the sea, the ships and the weather. "
 LONG_PROMPT = SENTENCE * 28  # 1,316 tokens (SmolLM3's tokenizer)
-# Each deployment's tokenizer and chat template, for the prompt of the time-to-first-token figure.
-MODEL_TYPE = {"smollm3-3b": "smollm3", "phi4-reasoning-plus": "phi3", "gemma3-4b-it": "gemma3"}
 
 
 def bandwidth(device_name: str) -> float:
@@ -142,20 +140,22 @@ def prompt_of_tokens(deployment: str, tokens: int) -> tuple[str, int]:
     """A prompt of whole sentences whose chat-templated form (what the deployment's `input_token_count` counts,
     its image tokens aside) is closest to `tokens`: (the prompt, its templated token count)."""
     from shared import catalog
-    from shared.builders.text import chat_template, tokenizer_for
+    from shared.builders.text import tokenizer_for
 
-    dep = catalog.get(deployment)
-    tok = tokenizer_for(dep, MODEL_TYPE[deployment])
-    template = chat_template(dep)
+    tok = tokenizer_for(catalog.get(deployment))  # with the deployment's vendored chat template
 
     def count(prompt: str) -> int:
-        text = tok.apply_chat_template([{"role": "user", "content": prompt}], chat_template=template, tokenize=False,
-                                       add_generation_prompt=True, enable_thinking=False)  # SmolLM3's default mode
+        text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True,
+                                       enable_thinking=False)  # SmolLM3's default mode
         return len(tok(text, add_special_tokens=False)["input_ids"])
 
-    sizes = {n: count(SENTENCE * n) for n in range(1, 4 * tokens // len(SENTENCE.split()) + 2)}
-    n = min(sizes, key=lambda k: abs(sizes[k] - tokens))
-    return SENTENCE * n, sizes[n]
+    # The count grows with each sentence: stop at the first prompt that reaches `tokens`, or the one before it.
+    n, below = 1, None
+    while (size := count(SENTENCE * n)) < tokens:
+        n, below = n + 1, size
+    if below is not None and tokens - below <= size - tokens:
+        return SENTENCE * (n - 1), below
+    return SENTENCE * n, size
 
 
 def request_plan(deployment: str, *, long: bool, tokens: int = 512, long_tokens: int = 4000,

@@ -92,8 +92,9 @@ def chat_template(dep: Deployment) -> str:
     return _read(dep, "chat_template.jinja")
 
 
-def tokenizer_for(dep: Deployment, model_type: str):
-    spec = CHAT_SPECS[model_type]
+def tokenizer_for(dep: Deployment, model_type: str | None = None):
+    """The deployment's chat tokenizer (its vendored chat template set); `model_type` defaults to its config's."""
+    spec = CHAT_SPECS[model_type or _read(dep, "config.json")["model_type"]]
     return chat_tokenizer(list(spec.special_tokens), bos=spec.bos, eos=spec.eos, pad=spec.pad,
                           chat_template=chat_template(dep), plain_tokens=spec.plain, adds_bos=spec.adds_bos,
                           extra={"extra_special_tokens": dict(spec.extra)} if spec.extra else None)
