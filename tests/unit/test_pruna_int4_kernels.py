@@ -57,9 +57,7 @@ def test_pruna_patches_torchao_itself_and_leaves_gemlite_to_hqq(fake_pruna, kern
     ("hqq", "hqq", "torchao_int4"), ("hqq-gemlite", "hqq", "gemlite"),
 ])
 def test_smollm3_quantize_values_route_to_their_quantizer_and_kernel(monkeypatch, value, via, kernel):
-    from shared import options as opts, weights
-    from shared.runtime import select_device
-    from tests.conftest import load_runner
+    from tests.conftest import runner_before_load
 
     asked = []
 
@@ -69,9 +67,5 @@ def test_smollm3_quantize_values_route_to_their_quantizer_and_kernel(monkeypatch
 
     monkeypatch.setattr(llm_backends, "hqq_quantize", hqq_quantize)
     monkeypatch.setenv("OPTIMIZE", f"quantize={value}")
-    runner = load_runner("smollm3-3b")  # what setup() holds before load_model()
-    runner.dep, runner.hw = catalog.get("smollm3-3b"), select_device()
-    runner.options = opts.resolve(runner.option_spec(), cuda=False)
-    runner.source = weights.for_deployment(runner.dep)
-    runner.load_model()
+    runner_before_load("smollm3-3b").load_model()
     assert asked == [(via, kernel)]

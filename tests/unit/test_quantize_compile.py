@@ -159,15 +159,10 @@ def test_gemma_quantizes_its_language_model_only_and_keeps_its_logits(monkeypatc
 def test_smollm3_tunes_kernels_only_when_asked_even_after_hqq_turned_it_on(inductor_tuning, monkeypatch, optimize, tuned):
     # hqq's int4 patch switches the tuning on for the process; a cold boot then compiled each of SmolLM3's three
     # decode steps for ~180 s (H200), past Replicate's 600 s setup limit.
-    from shared import options as opts, weights
-    from shared.runtime import select_device
-    from tests.conftest import load_runner
+    from tests.conftest import runner_before_load
 
     monkeypatch.setenv("OPTIMIZE", optimize)
-    runner = load_runner("smollm3-3b")  # what setup() holds before load_model()
-    runner.dep, runner.hw = catalog.get("smollm3-3b"), select_device()
-    runner.options = opts.resolve(runner.option_spec(), cuda=False)
-    runner.source = weights.for_deployment(runner.dep)
+    runner = runner_before_load("smollm3-3b")
     inductor_tuning.coordinate_descent_tuning = True  # as hqq's patch leaves it on a GPU
     runner.load_model()
     assert inductor_tuning.coordinate_descent_tuning is tuned
