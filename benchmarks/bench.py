@@ -361,7 +361,8 @@ def bench_cold_start(args) -> dict:
         result["checkpoint_write_s"] = save_synthetic_checkpoint(name, work / "checkpoint")
         env["WEIGHT_PROFILE"] = str(work / "checkpoint")
     request = resolve_files(json.loads(args.request) if args.request else catalog.get(name).example)
-    artifacts = work / "artifacts"
+    # --save-artifacts: kept after the run, for a later run on the same machine (COMPILE_CACHE=DIR)
+    artifacts = Path(args.save_artifacts) if args.save_artifacts else work / "artifacts"
 
     def boot(label: str, **extra) -> dict:
         # A new machine: nothing compiled before, in the one cache folder every boot of a given image uses
@@ -370,7 +371,9 @@ def bench_cold_start(args) -> dict:
         shutil.rmtree(work / "inductor", ignore_errors=True)
         boot_env = {**env, **extra, "TORCHINDUCTOR_CACHE_DIR": str(work / "inductor")}
         os.environ.pop("TRITON_CACHE_DIR", None)
-        server = CogServer(name, env=boot_env, setup_timeout=580, log_path=work / f"{label}.log")
+        # The log goes straight to $OUT where set: a boot cut off by the call's time limit still says how far it got.
+        logs = Path(os.environ["OUT"]) if os.environ.get("OUT") else work
+        server = CogServer(name, env=boot_env, setup_timeout=580, log_path=logs / f"cold-start-{name}-{label}.log")
         started = time.perf_counter()
         server.launch()
         try:
@@ -387,8 +390,6 @@ def bench_cold_start(args) -> dict:
             loaded = server.events("compile_cache.loaded")
         finally:
             server.stop()
-        if os.environ.get("OUT"):
-            shutil.copy(work / f"{label}.log", Path(os.environ["OUT"]) / f"cold-start-{name}-{label}.log")
         figures = {"ready_s": round(ready, 1), "setup_s": setup["seconds"], "phases": setup["phases"],
                    "process_start_s": round(ready - setup["seconds"], 1), "compile_cache": setup.get("compile_cache"),
                    "artifact_loaded": bool(loaded), "first_requests_predict_time_s": requests_s,
@@ -410,7 +411,7 @@ def bench_cold_start(args) -> dict:
                     shutil.copy(made, Path(os.environ["OUT"]) / f"{name}-{made.name}")
     files = sorted(artifacts.rglob(f"compile-cache/{name}/*.*"))
     result["artifacts"] = {f.name: f.stat().st_size for f in files}
-    for kind in args.kinds.split(","):
+    for kind in filter(None, args.kinds.split(",")):  # --kinds "": the cold boot only
         result[f"with_{kind}"] = boot(f"artifact-{kind}", COMPILE_CACHE=str(artifacts), COMPILE_CACHE_KIND=kind)
         for setting in args.also:  # the same boot with one setting changed: a baseline measured in the same run
             variable, _, value = setting.partition("=")
@@ -486,7 +487,8 @@ def main() -> int:
     s.add_argument("--request", help="JSON input of the requests after boot (default: the catalog's example)")
     s.add_argument("--artifacts", help="skip the cold boot: load artifacts from DIR/compile-cache/<deployment>/")
     s.add_argument("--requests", type=int, default=2, help="requests after each boot (the first shows any compile left)")
-    s.add_argument("--kinds", default="tar,bin", help="artifact kinds to boot with, in this order")
+    s.add_argument("--kinds", default="tar,bin", help="artifact kinds to boot with, in this order (\"\": none)")
+    s.add_argument("--save-artifacts", metavar="DIR", help="write the cold boot's artifacts here and keep them")
     s.add_argument("--also", action="append", default=[], metavar="VAR=VALUE",
                    help="also boot each kind with this environment setting (e.g. COORDESC_CACHE_FIX=0)")
     args = parser.parse_args()
