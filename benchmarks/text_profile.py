@@ -2,6 +2,7 @@
 
     python benchmarks/bench.py text-profile smollm3-3b --kernels torchao_int4,gemlite,bf16
     python benchmarks/bench.py text-profile smollm3-3b --kernels torchao_int4,torchao_int4+grouped --single-only
+    python benchmarks/bench.py text-profile gemma3-4b-it --kernels torchao_int4,torchao_int4+grouped --single-only
 
 For each kernel (hqq's torchao_int4 = torch's tinygemm, hqq's gemlite = Triton GEMV/GEMM, bf16 = no
 quantization) on the same synthetic full-size model, with the engine and batched decoder the server
@@ -13,6 +14,8 @@ builds (one 2,048-token cache, 8 rows, the same compile settings):
   before) and chunk 8, and as served (alone, it decodes on the engine's step);
 - the batched decoder with 8 requests of 256 tokens: the aggregate;
 - a profile of 32 single-stream and 32 batched steps: GPU time per kernel, per step.
+Gemma 3 (text prompts: its language model's decode, which an image request decodes the same way) gets its
+deployment's one 10,240-token cache, HQQ on its language model only, and an eager prefill, as served.
 A variant "KERNEL+grouped" decodes with `attention=grouped` (shared/decode_attention.py) instead of SDPA;
 "+fused" fuses Q/K/V and gate/up first (`fuse_projections=on`, shared/fused_projections.py).
 --single-only skips the batched decoder (its compile is the longer one): prefill, single stream, profile.
@@ -113,10 +116,11 @@ def profile_variant(dep, variant: str, args) -> dict:
     from shared import compile as selective_compile
     from shared import llm_backends, quantize
     from shared.batch_decode import BatchedDecoder
-    from shared.builders.text import build_random_causal_lm
+    from shared.builders.text import build_random_causal_lm, build_random_gemma3
     from shared.decode_attention import use_grouped_decode_attention
     from shared.decode_engine import DecodeEngine, Sampling
     from shared.fused_projections import fuse_projections
+    from shared.llm import TextGenerationRunner
 
     kernel, *flags = variant.split("+")
     if set(flags) - {"grouped", "fused"}:
@@ -125,7 +129,15 @@ def profile_variant(dep, variant: str, args) -> dict:
     row: dict = {"kernel": kernel, "attention": attention or "sdpa", "fused_projections": "fused" in flags}
     started = time.perf_counter()
     torch._dynamo.reset()
-    model, tok = build_random_causal_lm(dep, tiny=False, device="cuda", dtype=torch.bfloat16)
+    gemma = dep.name == "gemma3-4b-it"
+    model, tok = (build_random_gemma3 if gemma else build_random_causal_lm)(dep, tiny=False, device="cuda",
+                                                                          dtype=torch.bfloat16)
+    tok = getattr(tok, "tokenizer", tok)  # Gemma's processor: its text tokenizer
+    # As served: SmolLM3's short requests take its 2,048-token bucket, Gemma has one cache (its predict.py) and an
+    # eager prefill, and its vision tower stays bf16 (HQQ on the language model only).
+    cache_tokens = TextGenerationRunner.static_cache_tokens if gemma else 2048
+    prefill_compile = None if gemma else llm_backends.prefill_compile()
+    text_only = (lambda m, name: name.startswith("model.language_model")) if gemma else None
     tbs = bandwidth(torch.cuda.get_device_name())
     weights = weight_bytes_per_token(model, None if kernel == "bf16" else 64)["bytes"]
     row["roofline_tok_s"] = round(tbs * 1e12 / weights, 1)
@@ -134,16 +146,17 @@ def profile_variant(dep, variant: str, args) -> dict:
     if kernel != "bf16":
         model, row["path"] = llm_backends.hqq_quantize(
             model, via="hqq", device="cuda", dtype=torch.bfloat16, kernel=kernel,
-            filter_fn=quantize.not_lm_head if "fused" in flags else None)
+            filter_fn=text_only or (quantize.not_lm_head if "fused" in flags else None))
     if attention == "grouped":
         use_grouped_decode_attention(model)
     selective_compile.tune_kernels(False)  # as SmolLM3 sets it (kernel_tuning=off since 71c0392)
     row["load_s"] = round(time.perf_counter() - started, 1)
     if args.prefill_only:
-        return row | prefill_figures(model, tok, DecodeEngine(model, [2048]), args.repeats)
+        return row | prefill_figures(model, tok, DecodeEngine(model, [cache_tokens]), args.repeats)
     compile_step = llm_backends.decode_step_compile()
-    single = DecodeEngine(model, [2048], compile_step=compile_step, compile_prefill=llm_backends.prefill_compile())
-    batch = BatchedDecoder(model, rows=8, row_tokens=2048, single=single, compile_step=compile_step)
+    single = DecodeEngine(model, [cache_tokens], compile_step=compile_step, compile_prefill=prefill_compile)
+    batch = BatchedDecoder(model, rows=8, row_tokens=min(TextGenerationRunner.batch_row_tokens, cache_tokens),
+                           single=single, compile_step=compile_step)
     warm = {"input_ids": tok("warm up", return_tensors="pt", add_special_tokens=False)["input_ids"].cuda()}
     started = time.perf_counter()
     batch.call(lambda: single.warm_up(warm))
@@ -167,7 +180,8 @@ def profile_variant(dep, variant: str, args) -> dict:
                     model(input_ids=long_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
         return run
 
-    for name, compiled in (("prefill", False), ("prefill_compiled", True)):
+    compiled_too = (("prefill_compiled", True),) if prefill_compile else ()
+    for name, compiled in (("prefill", False), *compiled_too):
         started = time.perf_counter()
         run = prefill(compiled)
         times = [batch.call(lambda: _sync_time(run)) for _ in range(args.repeats + 1)]  # noqa: B023 (called here)
@@ -216,7 +230,7 @@ def profile_variant(dep, variant: str, args) -> dict:
         prof = profiled(lambda: batch.call(lambda: [None for _ in single.generate(prompt, max_new_tokens=33,
                                                                                  sampling=Sampling(0.7, 0.9, 2))]))
         row["profile_single"] = _kernel_table(prof, 32)
-        for name, compiled in (("profile_prefill_512", False), ("profile_prefill_512_compiled", True)):
+        for name, compiled in (("profile_prefill_512", False), ("profile_prefill_512_compiled", True))[:1 + len(compiled_too)]:
             run = prefill(compiled)
             row[name] = _kernel_table(profiled(lambda: batch.call(run)), 1)  # noqa: B023 (called here)
         if not args.single_only:
