@@ -34,7 +34,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .decode_engine import DecodeEngine, Sampling, Stream, new_static_cache, sample
+from .decode_engine import DecodeEngine, Sampling, Stream, allocate, new_static_cache, sample
 from .runtime import log_event
 
 
@@ -113,11 +113,7 @@ class BatchedDecoder:
             getattr(config, "layer_types", None) or ()) else None
         self.cache = new_static_cache(model, row_tokens)
         self.prefill_cache = new_static_cache(model, row_tokens)
-        # The rows are allocated now (transformers allocates a cache at its first update).
-        self.cache.early_initialization(rows, config.num_key_value_heads,
-                                        getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads,
-                                        model.get_input_embeddings().weight.dtype,  # quantized layers hold ints
-                                        self.device)
+        allocate(self.cache, model, batch=rows)  # the rows, now (transformers allocates a cache at its first update)
         dev = self.device
         self.row_ids = torch.arange(rows, device=dev)
         self.positions = torch.zeros(rows, dtype=torch.long, device=dev)  # where each row writes next

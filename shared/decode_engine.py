@@ -4,7 +4,8 @@ HF `generate` spends its time between tokens in Python (logits processors, stopp
 streamer, cache bookkeeping): a 3B model ran at 7-30% of what memory bandwidth allows. Here:
 
 - a static KV cache per size bucket (transformers' StaticCache, full-length layers: see
-  `new_static_cache`), reused across requests, so shapes and addresses never change;
+  `new_static_cache`), reused across requests, so shapes and addresses never change; the buckets share
+  the largest one's memory (`static_caches_on_one_allocation`);
 - prefill runs the model once over the prompt (images included, for Gemma): eagerly, or compiled apart
   from the step for any prompt length (`compile_prefill`): eager, a 3B model's Python alone cost ~60 ms;
 - the one-token step, *sampling included*, is one function compiled with CUDA graphs: a token costs
@@ -91,6 +92,38 @@ def new_static_cache(model, max_cache_len: int):
     return StaticCache(config=config, max_cache_len=max_cache_len)
 
 
+def allocate(cache, model, batch: int) -> None:
+    """Allocate `cache`'s tensors now, for `batch` rows (transformers allocates them at the first update)."""
+    config = model.config.get_text_config(decoder=True)
+    cache.early_initialization(batch, config.num_key_value_heads,
+                               getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads,
+                               model.get_input_embeddings().weight.dtype,  # quantized layers hold ints
+                               model.device)
+
+
+def static_caches_on_one_allocation(model, sizes: Sequence[int]) -> list:
+    """One-row static caches of each size (smallest first) over the largest one's memory.
+
+    A smaller cache's layers are views of the first positions of the largest's, so a bucket costs its compile
+    but no memory: attention reads the whole cache each step, and a request in a smaller cache decodes faster
+    (SmolLM3: 2.92 ms a step in 2,048 tokens against 4.17 in 18,432, H100). Safe because the engine decodes
+    one request at a time; positions past a request's own are masked, so what an earlier, longer request left
+    there is never read.
+    """
+    sizes = sorted(set(sizes))
+    caches = [new_static_cache(model, n) for n in sizes]
+    largest = caches[-1]
+    allocate(largest, model, batch=1)
+    for cache in caches[:-1]:
+        allocate(cache, model, batch=1)  # transformers' own fields; its tensors are replaced just below
+        for small, big in zip(cache.layers, largest.layers, strict=True):
+            small.keys = big.keys[:, :, : small.max_cache_len]
+            small.values = big.values[:, :, : small.max_cache_len]
+            torch._dynamo.mark_static_address(small.keys)  # as transformers marks its own: CUDA graphs need it
+            torch._dynamo.mark_static_address(small.values)
+    return caches
+
+
 @dataclass
 class Sampling:
     temperature: float = 0.0
@@ -122,7 +155,7 @@ class DecodeEngine:
                  top_k: int | None = None, compile_prefill: dict | None = None):
         self.model = model
         self.device = model.device
-        self.caches = [new_static_cache(model, n) for n in sorted(set(cache_sizes))]
+        self.caches = static_caches_on_one_allocation(model, cache_sizes)
         self.chunk = chunk
         # The checkpoint's own top_k (Gemma 3 ships 64), as HF generate would apply when sampling.
         self.top_k = int(top_k if top_k is not None else (getattr(model.generation_config, "top_k", 0) or 0))

@@ -64,6 +64,23 @@ def test_greedy_tokens_equal_hf_generate(name):
     assert _tokens(engine, inputs, max_new_tokens=24) == reference
 
 
+@pytest.mark.parametrize("name", ["smollm3-3b", "gemma3-4b-it"])
+def test_the_buckets_share_one_allocation_and_each_gives_the_tokens_of_a_cache_of_its_own(name):
+    model, tok = _model(name)
+    inputs = _inputs(name, tok)
+    engine = DecodeEngine(model, [256, 64], top_k=0)
+    small, large = engine.caches
+    for s, big in zip(small.layers, large.layers, strict=True):
+        assert (s.keys.shape[2], big.keys.shape[2]) == (64, 256)
+        # One memory: the small cache's tensors are the large one's first positions, not tensors of their own.
+        assert s.keys.untyped_storage().data_ptr() == big.keys.untyped_storage().data_ptr() == s.keys.data_ptr()
+        assert s.values.untyped_storage().data_ptr() == big.values.untyped_storage().data_ptr()
+    alone = {n: _tokens(DecodeEngine(model, [size], top_k=0), inputs, max_new_tokens=n) for n, size in ((20, 64), (150, 256))}
+    # Short, long, short: each request writes the memory the other one reads.
+    for n in (20, 150, 20):
+        assert _tokens(engine, inputs, max_new_tokens=n) == alone[n], n
+
+
 def test_compiled_step_gives_the_eager_tokens_and_never_recompiles_across_settings():
     from torch._dynamo.utils import counters
 

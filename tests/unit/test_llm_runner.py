@@ -141,15 +141,16 @@ def test_requests_take_the_smallest_warm_cache_and_only_a_longer_one_grows_it(mo
     runner.setup()
     engine = runner.engine
     caches = list(engine.caches)
-    assert [c.get_max_length() for c in caches] == [2048, runner.static_cache_tokens]
+    assert [c.get_max_length() for c in caches] == [2048, 4608, runner.static_cache_tokens]
     with torch.inference_mode():
         assert engine.cache_for(100) is caches[0]
         assert engine.cache_for(2048) is caches[0]
         assert engine.cache_for(2049) is caches[1]
+        assert engine.cache_for(4609) is caches[2]
     assert _text(runner, max_new_tokens=3) and engine.caches == caches
     monkeypatch.setattr(runner.batch, "row_tokens", 1)  # requests run alone, on the engine's caches
     engine.caches[-1] = new_static_cache(runner.model, 16)  # smaller than the next request
-    engine.caches[:1] = []
+    engine.caches[:-1] = []
     assert _text(runner, max_new_tokens=20)
     assert engine.caches[-1].get_max_length() > 20
 
