@@ -66,8 +66,9 @@ def variant_name() -> str:
 
 
 def write(what: str, variant: str, result: dict) -> Path:
-    device = torch.cuda.get_device_name().replace(" ", "-")
-    result = {"what": what, "device": torch.cuda.get_device_name(), "commit": source_commit(),
+    name = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"  # text-fidelity runs on either
+    device = name.replace(" ", "-")
+    result = {"what": what, "device": name, "commit": source_commit(),
               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "torch": torch.__version__, "weights": os.environ["WEIGHT_PROFILE"], **result}
     out = ROOT / "benchmarks" / "results" / f"{dt.date.today()}-{what}-{variant}-{device}.json"
@@ -491,7 +492,18 @@ def main() -> int:
     s.add_argument("--save-artifacts", metavar="DIR", help="write the cold boot's artifacts here and keep them")
     s.add_argument("--also", action="append", default=[], metavar="VAR=VALUE",
                    help="also boot each kind with this environment setting (e.g. COORDESC_CACHE_FIX=0)")
+    f = sub.add_parser("text-fidelity", help="each configuration's logits against bf16 on the same synthetic weights "
+                                            "(GPU, or CPU: slower, same figures)")
+    f.add_argument("deployment")
+    f.add_argument("--configs", required=True, help="label=OPTIMIZE;label=OPTIMIZE (the deployment's own loading)")
     args = parser.parse_args()
+    if args.what == "text-fidelity":
+        from text_speed import bench_text_fidelity
+
+        result = bench_text_fidelity(args)
+        what = f"text-fidelity-{args.deployment}-{os.environ['WEIGHT_PROFILE']}"
+        print(f"-> {write(what, '-'.join(result['configs']), result)}")
+        return 0
     if not torch.cuda.is_available():
         print("benchmarks need a CUDA GPU (see docs/benchmarks.md)", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ over a fixed set of prompts (teacher-forced), measured in this process.
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import os
@@ -34,6 +35,10 @@ from shared.runtime import peak_memory_gb
 BANDWIDTH_TBS = {"H100": 3.35, "H200": 4.8, "A100": 2.0, "L40S": 0.864}
 SENTENCE = "The lighthouse keeper wrote in his log every night about the sea, the ships and the weather. "
 LONG_PROMPT = SENTENCE * 28  # 1,316 tokens (SmolLM3's tokenizer)
+# Fixed prompts of the fidelity check: prose, code, a fact, a sequence (teacher-forced, no template).
+FIDELITY_PROMPTS = [LONG_PROMPT[:400], "def fibonacci(n):\n    return", "Paris is the capital of", "1, 2, 3, 5, 8,"]
+# The reference: the deployment's own loading with its weights left as built (bf16, nothing pruned).
+UNCHANGED = "prune=none,quantize=none,compile=off"
 
 
 def bandwidth(device_name: str) -> float:
@@ -111,15 +116,17 @@ def _timed_generate(model, inputs, new_tokens: int, repeats: int) -> list[float]
 
 def fidelity(reference, quantized_logits_fn, tok, prompts: list[str]) -> dict:
     """Teacher-forced next-token logits of the quantized model against the bf16 one, on the same text."""
-    agree, cos, n = 0, [], 0
-    for text in prompts:
-        ids = tok(text, return_tensors="pt")["input_ids"].to(reference.device)
-        with torch.inference_mode():
-            a = reference(input_ids=ids).logits[0].float()
-            b = quantized_logits_fn(ids)[0].float()
-        agree += int((a.argmax(-1) == b.argmax(-1)).sum())
-        n += a.shape[0]
-        cos.append(torch.nn.functional.cosine_similarity(a, b, dim=-1).mean().item())
+    ids = [tok(text, return_tensors="pt")["input_ids"].to(reference.device) for text in prompts]
+    with torch.inference_mode():
+        return logit_agreement([reference(input_ids=i).logits[0].float() for i in ids],
+                               [quantized_logits_fn(i)[0].float() for i in ids])
+
+
+def logit_agreement(reference: list[torch.Tensor], served: list[torch.Tensor]) -> dict:
+    """Per position of each prompt: whether the top token is the same, and the logits' cosine (mean)."""
+    agree = sum(int((a.argmax(-1) == b.argmax(-1)).sum()) for a, b in zip(reference, served, strict=True))
+    n = sum(a.shape[0] for a in reference)
+    cos = [torch.nn.functional.cosine_similarity(a, b, dim=-1).mean().item() for a, b in zip(reference, served, strict=True)]
     return {"top1_agreement": round(agree / n, 4), "logit_cosine": round(statistics.mean(cos), 4), "positions": n}
 
 
@@ -266,9 +273,8 @@ def bench_text_server(args) -> dict:
     if args.fidelity:
         import copy
 
-        prompts = [LONG_PROMPT[:400], "def fibonacci(n):\n    return", "Paris is the capital of", "1, 2, 3, 5, 8,"]
         quantized, _ = llm_backends.hqq_quantize(copy.deepcopy(model), via="hqq", device="cuda", dtype=torch.bfloat16)
-        result["fidelity_hqq4_vs_bf16"] = fidelity(model, lambda ids: quantized(input_ids=ids).logits, tok, prompts)
+        result["fidelity_hqq4_vs_bf16"] = fidelity(model, lambda ids: quantized(input_ids=ids).logits, tok, FIDELITY_PROMPTS)
         print("fidelity", result["fidelity_hqq4_vs_bf16"], flush=True)
         del quantized
     del model
@@ -300,3 +306,45 @@ def bench_text_server(args) -> dict:
         print(label, {k: v for k, v in row.items() if k != "setup"}, flush=True)
         (work / "text-server-partial.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def bench_text_fidelity(args) -> dict:
+    """Each configuration's next-token logits against bf16 on the same synthetic weights (`fidelity()`).
+
+    A configuration is the deployment's own `load_model()` under its OPTIMIZE (pruning, then quantization, as
+    served); the reference is the same loading with UNCHANGED. Synthetic weights are seeded, so every load
+    builds the same ones. Runs on a GPU (bf16) or, slower, on the CPU (float32, as every CPU path here): the
+    figures are the weights' (HQQ's CPU layers dequantize the same 4-bit weights a GPU kernel reads), not a kernel's."""
+    from shared.cogserver import runner_class
+    from tests.conftest import runner_before_load
+
+    def load(optimize: str):
+        os.environ["OPTIMIZE"] = optimize
+        runner = runner_before_load(args.deployment)
+        started = time.perf_counter()
+        model, tok, path = runner.load_model()
+        return model, getattr(tok, "tokenizer", tok), path, round(time.perf_counter() - started, 1)
+
+    def logits(model, tok) -> list[torch.Tensor]:
+        with torch.inference_mode():
+            return [model(input_ids=tok(text, return_tensors="pt")["input_ids"].to(model.device)).logits[0].float().cpu()
+                    for text in FIDELITY_PROMPTS]
+
+    spec = runner_class(args.deployment).option_spec()
+    unchanged = ",".join(item for item in UNCHANGED.split(",") if item.split("=")[0] in spec)
+    model, tok, path, seconds = load(unchanged)
+    reference = logits(model, tok)
+    result: dict = {"deployment": args.deployment, "ran_on": str(model.device), "dtype": str(model.dtype),
+                    "prompts": FIDELITY_PROMPTS,
+                    "reference": {"optimize": unchanged, "path": path, "load_s": seconds}, "configs": {}}
+    del model
+    gc.collect()
+    for label, optimize in (item.split("=", 1) for item in args.configs.split(";")):
+        model, tok, path, seconds = load(optimize)
+        row = logit_agreement(reference, logits(model, tok))
+        result["configs"][label] = {"optimize": optimize, "path": path, "load_s": seconds, **row}
+        print(label, result["configs"][label], flush=True)
+        del model
+        gc.collect()  # a model held in a reference cycle would stay beside the next one (the CPU run was OOM-killed)
+    return result
+

@@ -86,3 +86,18 @@ def test_the_gemma_server_reports_the_prompt_tokens_it_counted(server):
                                        concurrent, rows_at_once=1)["ttft"]["runs"]
     # the templated prompt plus the image's tokens (the tiny model's image is a few tokens)
     assert run["input_tokens"] >= text_speed.prompt_of_tokens("gemma3-4b-it", 512)[1]
+
+
+def test_fidelity_compares_each_configuration_as_the_deployment_loads_it(monkeypatch):
+    """text-fidelity on tiny Gemma: the deployment's own loading, reference and configurations from the same
+    seeded weights. An unchanged configuration matches the reference exactly; 4-bit weights do not."""
+    import argparse
+
+    monkeypatch.setenv("WEIGHT_PROFILE", "tiny")
+    monkeypatch.setenv("OPTIMIZE", "")  # the benchmark sets it per configuration; the test's own is restored
+    args = argparse.Namespace(deployment="gemma3-4b-it", configs="same=prune=none,quantize=none;int4=prune=none,quantize=int4")
+    result = text_speed.bench_text_fidelity(args)
+    assert result["reference"]["optimize"] == "prune=none,quantize=none,compile=off"
+    same, int4 = result["configs"]["same"], result["configs"]["int4"]
+    assert same["top1_agreement"] == 1.0 and same["logit_cosine"] == pytest.approx(1.0, abs=1e-4)
+    assert "hqq4" in int4["path"] and int4["logit_cosine"] < 0.999 and int4["positions"] == same["positions"] > 0
