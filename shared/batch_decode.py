@@ -26,6 +26,7 @@ seed: the same seed gives the same text alone or next to others.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections import deque
 from concurrent.futures import Future
@@ -130,7 +131,11 @@ class BatchedDecoder:
         self.arrived = threading.Condition()
         self.step = self._step if compile_step is None else torch.compile(self._step, fullgraph=True, dynamic=False,
                                                                          **compile_step)
-        self.thread = threading.Thread(target=self._loop, name="batched-decode", daemon=True)
+        # Every step compiles on this thread. From torch 2.12, Dynamo and Inductor settings are per thread
+        # (ContextVars): the thread starts with the creator's (kernel tuning, set in load_model), as one
+        # process-wide setting gave under torch 2.11; later changes must be made on it (BatchedDecoder.call).
+        self.thread = threading.Thread(target=contextvars.copy_context().run, args=(self._loop,), name="batched-decode",
+                                       daemon=True)
         self.thread.start()
 
     # -- what runs on the device ----------------------------------------------------------------

@@ -110,7 +110,7 @@ class TextGenerationRunner(BaseRunner):
     OPTIONS: dict[str, opts.Option] = {}
     # Options of every text deployment, next to its own OPTIONS.
     TEXT_OPTIONS = {
-        # Opt-in where not measured on a GPU (SmolLM3 measured it and takes it: its predict.py).
+        # Opt-in where not measured on a GPU (SmolLM3 and Gemma 3 measured it and take it: their predict.py).
         "attention": attention_option(gpu_default="sdpa"),
     }
     # Template to render prompts with: "vendored" always uses shared/assets/<model>/chat_template.jinja
@@ -171,6 +171,7 @@ class TextGenerationRunner(BaseRunner):
                 ids = self.text_tokenizer("warm up", return_tensors="pt", add_special_tokens=False)["input_ids"]
                 warm = {"input_ids": ids.to(self.model.device)}
                 seconds = self.batch.call(lambda: self.engine.warm_up(warm))
+                self.batch.call(self.before_batched_compile)  # on the thread that compiles (compile settings are per thread)
                 started_batch = time.perf_counter()
                 self.batch.warm_up(warm)
                 log_event("warmup.done", cache_tokens=sizes, seconds=seconds, rows=rows,
@@ -180,6 +181,10 @@ class TextGenerationRunner(BaseRunner):
                   dtype=str(self.hw.dtype), path=self.path, options=self.options, phases=phases.seconds,
                   compile_cache=compile_cache.stats(),
                   seconds=round(time.perf_counter() - started, 2), peak_gpu_gb=peak_memory_gb(reset=True))
+
+    def before_batched_compile(self) -> None:
+        """Between the warm-ups (the compiles) of the single-stream step and of the batched step: a deployment may
+        change the compile settings of the batched one here (Gemma's `kernel_tuning=one-row`)."""
 
     def load_model(self):
         """Return (model, tokenizer or processor, a short description of the path taken)."""

@@ -14,7 +14,7 @@ from shared import compile as selective_compile, llm_backends, prune, quantize
 from shared.builders.text import load_gemma3
 from shared.fused_projections import fuse_projections
 from shared.images import load_rgb, sent_file
-from shared.llm import TextGenerationRunner
+from shared.llm import TextGenerationRunner, attention_option
 from shared.options import Option
 
 LANGUAGE_MODEL = "model.language_model"
@@ -46,9 +46,15 @@ class Runner(TextGenerationRunner):
         # pay off compiled); blocks: regional compile of its decoder layers. The vision tower runs once
         # per request, eagerly.
         "compile": Option("decode", "off", ("decode", "blocks", "off"), "compile the language model only"),
+        # Grouped decode attention on a GPU: SDPA's path copied the 4 KV heads out to 8 every step and read the
+        # copy, 3.0 ms of a 6.4 ms step; grouped, 0.86 ms, and decode rose from 155 to 221 tok/s (int4 weights,
+        # H100, 2026-12-05, bench.py text-profile; the attention is the same whatever the weights).
+        "attention": attention_option(gpu_default="grouped"),
         # Coordinate-descent tuning of the compiled int8 kernels (what torchao and gpt-fast turn on): costs
-        # boot time, which the compile artifact carries.
-        "kernel_tuning": Option("on", "off", ("on", "off"), "tune the compiled kernels' launch configs"),
+        # boot time, which the compile artifact carries. Cold, with both steps tuned, the boot ran past 575 s (H100,
+        # 2026-12-05: 343 s for the single-stream step, the 8-row step still tuning); one-row tunes the
+        # single-stream step only. Opt-in until measured.
+        "kernel_tuning": Option("on", "off", ("on", "one-row", "off"), "tune the compiled kernels' launch configs"),
     }
 
     def load_model(self):
@@ -77,7 +83,7 @@ class Runner(TextGenerationRunner):
             model, method = llm_backends.hqq_quantize(model, via="hqq", device=self.hw.device, dtype=self.hw.dtype,
                                                       filter_fn=language_model)
             path.append(method)
-        selective_compile.tune_kernels(self.options["kernel_tuning"] == "on")
+        selective_compile.tune_kernels(self.options["kernel_tuning"] != "off")
         if self.options["compile"] == "decode":
             self.decode_compile = llm_backends.decode_step_compile()
             path.append("static-cache+compiled-decode")
@@ -85,6 +91,10 @@ class Runner(TextGenerationRunner):
             selective_compile.compile_blocks(model, ("Gemma3DecoderLayer",), fullgraph=False)
             path.append("compiled-decoder-layers")
         return model, processor, "+".join(path)
+
+    def before_batched_compile(self):
+        if self.options["kernel_tuning"] == "one-row":  # the 8-row step compiles untuned
+            selective_compile.tune_kernels(False)
 
     # Inputs are written out literally: `cog build` reads them from this file's source and resolves nothing
     # imported. tests/unit/test_inputs_contract.py holds them to shared/inputs.py.

@@ -201,3 +201,33 @@ def test_smollm3_prefill_compiled_is_an_option_with_the_eager_text(monkeypatch):
     eager_runner, eager = set_up_and_say(monkeypatch, "smollm3-3b", "prefill=eager")
     assert eager_runner.engine.prefill == eager_runner.engine._prefill
     assert compiled and compiled == eager
+
+
+@pytest.mark.parametrize("value, single, batched", [("one-row", True, False), ("on", True, True), ("off", False, False)])
+def test_gemma_kernel_tuning_one_row_tunes_the_single_stream_step_only(monkeypatch, value, single, batched):
+    """Inductor reads the tuning switch when it compiles a step, in each warm-up, on the decoder's thread: with
+    one-row it is on for the single-stream step's and off for the 8-row step's (whose tuning ran a cold boot past
+    600 s). The single-stream warm-up runs on that thread too (a job), so `single` is also read there."""
+    from torch._inductor import config as inductor_config
+
+    from shared.batch_decode import BatchedDecoder
+    from shared.compile import tune_kernels
+    from shared.decode_engine import DecodeEngine
+
+    seen = {}
+
+    def single_warm_up(engine, inputs, steps=3):
+        seen["single"] = inductor_config.coordinate_descent_tuning
+        return 0.0
+
+    monkeypatch.setattr(DecodeEngine, "warm_up", single_warm_up)
+    # Each read on the decoder's thread, where the steps compile (Inductor's settings are per thread from torch 2.12).
+    monkeypatch.setattr(BatchedDecoder, "warm_up", lambda decoder, inputs, steps=3: seen.update(
+        batched=decoder.call(lambda: inductor_config.coordinate_descent_tuning)))
+    monkeypatch.setenv("OPTIMIZE", f"compile=decode,kernel_tuning={value}")
+    before = inductor_config.coordinate_descent_tuning
+    try:
+        load_runner("gemma3-4b-it").setup()
+    finally:  # (monkeypatch would delete a config entry on undo: ConfigModule keeps none in __dict__)
+        tune_kernels(before)
+    assert seen == {"single": single, "batched": batched}
