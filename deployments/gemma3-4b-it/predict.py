@@ -47,7 +47,7 @@ class Runner(TextGenerationRunner):
         # per request, eagerly.
         "compile": Option("decode", "off", ("decode", "blocks", "off"), "compile the language model only"),
         # Grouped decode attention on a GPU: SDPA's path copied the 4 KV heads out to 8 every step and read the
-        # copy, 3.0 ms of a 6.4 ms step; grouped, 0.86 ms, and decode rose from 155 to 221 tok/s (int4 weights,
+        # copy, ~3.2 ms of a 6.4 ms step; grouped, ~1 ms, and decode rose from 155 to 221 tok/s (int4 weights,
         # H100, 2026-12-05, bench.py text-profile; the attention is the same whatever the weights).
         "attention": attention_option(gpu_default="grouped"),
         # Coordinate-descent tuning of the compiled int8 kernels (what torchao and gpt-fast turn on): costs
