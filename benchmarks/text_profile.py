@@ -120,7 +120,7 @@ def profile_variant(dep, variant: str, args) -> dict:
     from shared.decode_attention import use_grouped_decode_attention
     from shared.decode_engine import DecodeEngine, Sampling
     from shared.fused_projections import fuse_projections
-    from shared.llm import TextGenerationRunner
+    from shared.cogserver import runner_class
 
     kernel, *flags = variant.split("+")
     if set(flags) - {"grouped", "fused"}:
@@ -133,9 +133,10 @@ def profile_variant(dep, variant: str, args) -> dict:
     model, tok = (build_random_gemma3 if gemma else build_random_causal_lm)(dep, tiny=False, device="cuda",
                                                                           dtype=torch.bfloat16)
     tok = getattr(tok, "tokenizer", tok)  # Gemma's processor: its text tokenizer
-    # As served: SmolLM3's short requests take its 2,048-token bucket, Gemma has one cache (its predict.py) and an
-    # eager prefill, and its vision tower stays bf16 (HQQ on the language model only).
-    cache_tokens = TextGenerationRunner.static_cache_tokens if gemma else 2048
+    # As served: a short request takes the deployment's smallest cache (SmolLM3's 2,048-token bucket, Gemma's one
+    # 10,240-token cache); Gemma has an eager prefill, and its vision tower stays bf16 (HQQ on the language model only).
+    served = runner_class(dep.name)
+    cache_tokens = min((*served.static_cache_buckets, served.static_cache_tokens))
     prefill_compile = None if gemma else llm_backends.prefill_compile()
     text_only = (lambda m, name: name.startswith("model.language_model")) if gemma else None
     tbs = bandwidth(torch.cuda.get_device_name())
@@ -155,7 +156,7 @@ def profile_variant(dep, variant: str, args) -> dict:
         return row | prefill_figures(model, tok, DecodeEngine(model, [cache_tokens]), args.repeats)
     compile_step = llm_backends.decode_step_compile()
     single = DecodeEngine(model, [cache_tokens], compile_step=compile_step, compile_prefill=prefill_compile)
-    batch = BatchedDecoder(model, rows=8, row_tokens=min(TextGenerationRunner.batch_row_tokens, cache_tokens),
+    batch = BatchedDecoder(model, rows=8, row_tokens=min(served.batch_row_tokens, served.static_cache_tokens),
                            single=single, compile_step=compile_step)
     warm = {"input_ids": tok("warm up", return_tensors="pt", add_special_tokens=False)["input_ids"].cuda()}
     started = time.perf_counter()
@@ -180,8 +181,10 @@ def profile_variant(dep, variant: str, args) -> dict:
                     model(input_ids=long_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
         return run
 
-    compiled_too = (("prefill_compiled", True),) if prefill_compile else ()
-    for name, compiled in (("prefill", False), *compiled_too):
+    # (name suffix, compiled): the compiled prefill only where the engine has one
+    prefills = (("", False), ("_compiled", True)) if prefill_compile else (("", False),)
+    for suffix, compiled in prefills:
+        name = f"prefill{suffix}"
         started = time.perf_counter()
         run = prefill(compiled)
         times = [batch.call(lambda: _sync_time(run)) for _ in range(args.repeats + 1)]  # noqa: B023 (called here)
@@ -230,9 +233,9 @@ def profile_variant(dep, variant: str, args) -> dict:
         prof = profiled(lambda: batch.call(lambda: [None for _ in single.generate(prompt, max_new_tokens=33,
                                                                                  sampling=Sampling(0.7, 0.9, 2))]))
         row["profile_single"] = _kernel_table(prof, 32)
-        for name, compiled in (("profile_prefill_512", False), ("profile_prefill_512_compiled", True))[:1 + len(compiled_too)]:
+        for suffix, compiled in prefills:
             run = prefill(compiled)
-            row[name] = _kernel_table(profiled(lambda: batch.call(run)), 1)  # noqa: B023 (called here)
+            row[f"profile_prefill_512{suffix}"] = _kernel_table(profiled(lambda: batch.call(run)), 1)  # noqa: B023 (called here)
         if not args.single_only:
             prof = profiled(lambda: _batched(batch, prompt, 33, list(range(8)), 8))
             row["profile_batched8"] = _kernel_table(prof, 32)

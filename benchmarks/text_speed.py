@@ -116,10 +116,14 @@ def _timed_generate(model, inputs, new_tokens: int, repeats: int) -> list[float]
 
 def fidelity(reference, quantized_logits_fn, tok, prompts: list[str]) -> dict:
     """Teacher-forced next-token logits of the quantized model against the bf16 one, on the same text."""
-    ids = [tok(text, return_tensors="pt")["input_ids"].to(reference.device) for text in prompts]
+    return logit_agreement(prompt_logits(lambda ids: reference(input_ids=ids).logits, tok, reference.device, prompts),
+                           prompt_logits(quantized_logits_fn, tok, reference.device, prompts))
+
+
+def prompt_logits(forward, tok, device, prompts: list[str]) -> list[torch.Tensor]:
+    """Each prompt's teacher-forced logits from `forward(input_ids)`, in float32 on the CPU."""
     with torch.inference_mode():
-        return logit_agreement([reference(input_ids=i).logits[0].float() for i in ids],
-                               [quantized_logits_fn(i)[0].float() for i in ids])
+        return [forward(tok(text, return_tensors="pt")["input_ids"].to(device))[0].float().cpu() for text in prompts]
 
 
 def logit_agreement(reference: list[torch.Tensor], served: list[torch.Tensor]) -> dict:
@@ -326,9 +330,7 @@ def bench_text_fidelity(args) -> dict:
         return model, getattr(tok, "tokenizer", tok), path, round(time.perf_counter() - started, 1)
 
     def logits(model, tok) -> list[torch.Tensor]:
-        with torch.inference_mode():
-            return [model(input_ids=tok(text, return_tensors="pt")["input_ids"].to(model.device)).logits[0].float().cpu()
-                    for text in FIDELITY_PROMPTS]
+        return prompt_logits(lambda ids: model(input_ids=ids).logits, tok, model.device, FIDELITY_PROMPTS)
 
     spec = runner_class(args.deployment).option_spec()
     unchanged = ",".join(item for item in UNCHANGED.split(",") if item.split("=")[0] in spec)
