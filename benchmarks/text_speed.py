@@ -65,7 +65,7 @@ def rooflines(model, tbs: float) -> dict:
 
 def weight_format(path: str) -> str:
     """Which roofline a served path decodes at, from its setup path (or OPTIMIZE where setup failed)."""
-    if any(tag in path for tag in ("hqq", "int4", "pruna")):
+    if any(tag in path for tag in ("hqq", "int4", "pruna", "bnb4")):  # bnb4: Unsloth's NF4 (4 bits + a scale per 64)
         return "int4"
     if any(tag in path for tag in ("int8", "fp8")):
         return "int8"

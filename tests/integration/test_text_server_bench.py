@@ -33,6 +33,8 @@ def test_a_text_only_deployment_sends_no_image():
     ("transformers-cuda+magnitude:0.1+int8-weight-only+static-cache+compiled-decode", "int8"),
     ("transformers-cuda+magnitude:0.1+fp8-weight-only+static-cache+compiled-decode", "int8"),
     ("transformers-cuda+static-cache+compiled-decode", "bf16"),
+    ("unsloth-bnb4+compiled-decode", "int4"),
+    ("unsloth+compiled-decode", "bf16"),
 ])
 def test_each_served_path_is_held_to_the_roofline_of_its_weight_format(path, fmt):
     assert text_speed.weight_format(path) == fmt
