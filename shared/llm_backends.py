@@ -196,7 +196,8 @@ def materialize_random(dep, source, *, device: str, dtype: torch.dtype):
     folder = cache_dir() / f"{dep.name}-{source.profile.value}-{os.environ.get('SYNTHETIC_NUM_LAYERS', 'all')}"
     if not (folder / "config.json").exists():
         model, tok = text_builder.load_causal_lm(dep, source, device=device, dtype=dtype)
-        model.save_pretrained(folder)
+        # Shards of a few GB, as the real checkpoint has: one 28 GB shard is serialized in host memory whole.
+        model.save_pretrained(folder, max_shard_size="4GB")
         tok.save_pretrained(folder)
         del model
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
