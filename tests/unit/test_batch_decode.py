@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from shared.batch_decode import BatchedDecoder, Request
+from shared.batch_decode import BatchedDecoder, Job, Request
 from shared.decode_engine import DecodeEngine, Sampling
 from tests.unit.test_decode_engine import _inputs, _model
 
@@ -207,3 +207,76 @@ def test_a_lone_request_runs_on_the_engine_and_moves_into_a_row_when_another_arr
     assert got_first == _alone(single, inputs, 40, Sampling(1.0, 0.9, 3))
     assert got_second == _alone(single, inputs, 20, Sampling(0.7, 0.95, 2))
     assert 2 in row_steps, "the two requests never decoded in one step"
+
+
+def _record_prefills(model, what) -> list:
+    """Record `what(input_ids)` for every forward over more than one position (a prefill) of `model`."""
+    seen, forward = [], model.forward
+
+    def recording(*args, **kwargs):
+        if kwargs["input_ids"].shape[1] > 1:
+            seen.append(what(kwargs["input_ids"]))
+        return forward(*args, **kwargs)
+
+    model.forward = recording
+    return seen
+
+
+def _text_prompts(name, tok, n):
+    """`n` text-only prompts of different lengths (Gemma's longer than its tiny 16-token sliding window)."""
+    words = "the lighthouse keeper walked down to the shore at night and wrote about the ships he saw".split()
+    texts = [" ".join(words[: 3 + 3 * i]) for i in range(n)]
+    tokenizer = getattr(tok, "tokenizer", tok)
+    return [dict(tokenizer(t, return_tensors="pt")) for t in texts]
+
+
+@pytest.mark.parametrize("name", ["smollm3-3b", "phi4-reasoning-plus", "gemma3-4b-it"])
+def test_requests_arriving_together_are_prefilled_in_one_forward_and_get_their_single_stream_tokens(name):
+    """Four text prompts of different lengths that find free rows are prefilled in one right-padded forward
+    (one after another, eight prompts held eight simultaneous requests' decoding for ~0.4 s on the H100), and
+    each request still gets exactly what it would alone, greedy and sampled. A request cancelled while it
+    waited is answered and takes no row."""
+    model, tok = _model(name)
+    prompts = _text_prompts(name, tok, 5)
+    assert len({p["input_ids"].shape[1] for p in prompts}) == 5
+    single = DecodeEngine(model, [256])
+    decoder = BatchedDecoder(model, rows=4, row_tokens=256, single=single)
+    prefills = _record_prefills(model, lambda ids: tuple(ids.shape))
+    hold = threading.Event()
+    decoder.submit(Job(hold.wait))  # the decoder is busy meanwhile
+    settings = SETTINGS[:4]
+    pending = [_submit(decoder, p, 14, s)[0] for p, s in zip(prompts[:2], settings[:2], strict=True)]
+    gone, gone_request = _submit(decoder, prompts[4], 14, SETTINGS[4])
+    gone_request.cancelled.set()
+    pending += [_submit(decoder, p, 14, s)[0] for p, s in zip(prompts[2:4], settings[2:], strict=True)]
+    hold.set()
+    results = [c.result() for c in pending]
+    assert gone.result() == []
+    del model.forward
+    assert prefills == [(4, prompts[3]["input_ids"].shape[1])], prefills
+    for got, prompt, s in zip(results, prompts[:4], settings, strict=True):
+        assert got == _alone(single, prompt, 14, s), s
+    # The one-row prefill cache serves image requests only: text alone never allocates it (SmolLM3: 151 MB).
+    assert not any(layer.is_initialized for layer in decoder.prefill_cache.layers)
+
+
+def test_a_joint_prefill_stays_within_its_padded_size(monkeypatch):
+    """Prompts whose padded forward would pass PREFILL_TOGETHER_TOKENS are prefilled in more than one."""
+    from shared import batch_decode
+
+    model, tok = _model("smollm3-3b")
+    prompts = _text_prompts("smollm3-3b", tok, 4)
+    longest = max(p["input_ids"].shape[1] for p in prompts)
+    monkeypatch.setattr(batch_decode, "PREFILL_TOGETHER_TOKENS", 2 * longest)
+    single = DecodeEngine(model, [256])
+    decoder = BatchedDecoder(model, rows=4, row_tokens=256, single=single)
+    sizes = _record_prefills(model, lambda ids: ids.numel())
+    hold = threading.Event()
+    decoder.submit(Job(hold.wait))
+    pending = [_submit(decoder, p, 6, Sampling(1.0, 0.9, i))[0] for i, p in enumerate(prompts)]
+    hold.set()
+    results = [c.result() for c in pending]
+    del model.forward
+    assert len(sizes) > 1 and max(sizes) <= 2 * longest, sizes
+    for i, (got, prompt) in enumerate(zip(results, prompts, strict=True)):
+        assert got == _alone(single, prompt, 6, Sampling(1.0, 0.9, i))
