@@ -41,11 +41,11 @@ from typing import Callable, Sequence
 import torch
 
 from .decode_engine import DecodeEngine, Sampling, Stream, allocate, new_static_cache, sample
+from .runtime import log_event
 
 # The most prompt positions (padding included) one joint prefill runs: its transient KV and activations
 # (Phi-4: 0.84 GB of KV at 4,096 positions).
 PREFILL_TOGETHER_TOKENS = 4096
-from .runtime import log_event
 
 
 @dataclass
