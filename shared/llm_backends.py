@@ -185,8 +185,11 @@ def load_with_unsloth(dep, source, *, device: str, dtype: torch.dtype, max_seq_l
         kwargs["local_files_only"] = True
     else:
         kwargs.update(revision=source.checkpoint.revision, token=source.from_pretrained_kwargs["token"])
+    # SDPA, asked for: Unsloth otherwise picks flash-attention, flex or SDPA by its own ladder, and the engine's
+    # attention options (attention=grouped) start from SDPA.
     model, tok = unsloth.FastLanguageModel.from_pretrained(
-        model_name=location, max_seq_length=max_seq_length, dtype=dtype, load_in_4bit=four_bit, **kwargs)
+        model_name=location, max_seq_length=max_seq_length, dtype=dtype, load_in_4bit=four_bit,
+        attn_implementation="sdpa", **kwargs)
     unsloth.FastLanguageModel.for_inference(model)
     log_event("backend", path="unsloth", version=getattr(unsloth, "__version__", "?"), four_bit=four_bit)
     return model, tok, "unsloth-bnb4" if four_bit else "unsloth"

@@ -74,3 +74,29 @@ def test_unsloth_and_pruna_are_imported_with_their_network_calls_off(monkeypatch
     for module in ("pruna", "unsloth"):
         assert seen[module]["PRUNA_METRICS_ENABLED"] == "false", module
         assert seen[module]["UNSLOTH_DISABLE_STATISTICS"] == "1", module
+
+
+def test_unsloth_is_asked_for_sdpa_attention(monkeypatch):
+    """The engine's attention options start from SDPA (`attention=grouped` replaces it and refuses anything
+    else); Unsloth 2026.10.9 picks flash-attention, flex or SDPA by its own ladder unless asked
+    (`resolve_attention_implementation`: an explicit "sdpa" is kept)."""
+    asked = {}
+
+    class FastLanguageModel:
+        @staticmethod
+        def from_pretrained(**kwargs):
+            asked.update(kwargs)
+            return torch.nn.Linear(2, 2), None
+
+        @staticmethod
+        def for_inference(model):
+            return model
+
+    unsloth = type("unsloth", (), {"FastLanguageModel": FastLanguageModel})
+    monkeypatch.setattr(llm_backends, "require", lambda module, **kw: unsloth)
+    dep = catalog.get("phi4-reasoning-plus")
+    from shared import weights
+
+    llm_backends.load_with_unsloth(dep, weights.resolve(dep.checkpoint, "hub"), device="cuda", dtype=torch.bfloat16,
+                                   max_seq_length=128)
+    assert asked["attn_implementation"] == "sdpa"
