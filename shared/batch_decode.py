@@ -40,7 +40,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .decode_engine import DecodeEngine, Sampling, Stream, allocate, new_static_cache, sample
+from .decode_engine import DecodeEngine, KVStorage, Sampling, Stream, new_static_cache, sample
 from .runtime import log_event
 
 # The most prompt positions (padding included) one joint prefill runs: its transient KV and activations
@@ -126,9 +126,11 @@ class BatchedDecoder:
         config = model.config.get_text_config(decoder=True)
         self.sliding = getattr(config, "sliding_window", None) if "sliding_attention" in (
             getattr(config, "layer_types", None) or ()) else None
-        self.cache = new_static_cache(model, row_tokens)
+        # The rows, over the engine's KV memory where it is long enough (DecodeEngine's reserve_tokens): the engine
+        # decodes only while no row is busy.
+        storage = single.kv if single.kv.tokens >= rows * row_tokens else KVStorage(model, rows * row_tokens)
+        self.cache = storage.cache(model, row_tokens, batch=rows)
         self.prefill_cache = new_static_cache(model, row_tokens)  # image requests' (allocated at their first)
-        allocate(self.cache, model, batch=rows)  # the rows, now (transformers allocates a cache at its first update)
         dev = self.device
         self.row_ids = torch.arange(rows, device=dev)
         self.positions = torch.zeros(rows, dtype=torch.long, device=dev)  # where each row writes next
@@ -334,9 +336,14 @@ class BatchedDecoder:
     def _move_into_row(self, request: Request, stream: Stream, row: int):
         """A stream's KV, next token, position and sampling settings into `row`, which decodes it from the next step."""
         position = int(stream.position[0])
+        # Over the same memory (the engine's bucket and the rows), a bucket shorter than a row lays the heads out
+        # closer together than the row: writing a head could overwrite one not yet read. Copy through a clone.
+        overlap = stream.cache.layers[0].keys.untyped_storage().data_ptr() == \
+            self.cache.layers[0].keys.untyped_storage().data_ptr()
         for src, dst in zip(stream.cache.layers, self.cache.layers, strict=True):
-            dst.keys[row, :, :position] = src.keys[0, :, :position]
-            dst.values[row, :, :position] = src.values[0, :, :position]
+            keys, values = src.keys[0, :, :position], src.values[0, :, :position]
+            dst.keys[row, :, :position] = keys.clone() if overlap else keys
+            dst.values[row, :, :position] = values.clone() if overlap else values
         self.seeds[row], self.temperature[row], self.top_p[row] = stream.seed[0], stream.temperature[0], stream.top_p[0]
         self.positions[row] = position
         self.tokens[row, 0] = stream.token[0, 0]

@@ -4,8 +4,8 @@ HF `generate` spends its time between tokens in Python (logits processors, stopp
 streamer, cache bookkeeping): a 3B model ran at 7-30% of what memory bandwidth allows. Here:
 
 - a static KV cache per size bucket (transformers' StaticCache, full-length layers: see
-  `new_static_cache`), reused across requests, so shapes and addresses never change; the buckets share
-  the largest one's memory (`static_caches_on_one_allocation`);
+  `new_static_cache`), reused across requests, so shapes and addresses never change; the buckets are
+  views of one allocation (`KVStorage`), which the batched decoder's rows share too;
 - prefill runs the model once over the prompt (images included, for Gemma): eagerly, or compiled apart
   from the step for any prompt length (`compile_prefill`): eager, a 3B model's Python alone cost ~60 ms;
 - the one-token step, *sampling included*, is one function compiled with CUDA graphs: a token costs
@@ -92,36 +92,45 @@ def new_static_cache(model, max_cache_len: int):
     return StaticCache(config=config, max_cache_len=max_cache_len)
 
 
-def allocate(cache, model, batch: int) -> None:
-    """Allocate `cache`'s tensors now, for `batch` rows (transformers allocates them at the first update)."""
-    config = model.config.get_text_config(decoder=True)
-    cache.early_initialization(batch, config.num_key_value_heads,
-                               getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads,
-                               model.get_input_embeddings().weight.dtype,  # quantized layers hold ints
-                               model.device)
+class KVStorage:
+    """One allocation of KV memory (per layer, a flat key and a flat value buffer of `tokens` positions) that
+    static caches are views of, from its front: every size bucket of the engine, and the batched decoder's
+    rows (shared/batch_decode.py). Sharing is safe because one of them is in use at a time: the engine decodes
+    one request, and only while no row is busy (a lone request's KV moves into a row when another arrives).
+    Positions past a request's own are masked, so what an earlier request left there is never read. A bucket
+    or the rows then cost their compile, not memory: SmolLM3's 18,432-token cache and its 8 x 2,048 rows took
+    2.6 GB apart, 1.4 GB together."""
 
+    def __init__(self, model, tokens: int):
+        config = model.config.get_text_config(decoder=True)
+        self.heads = config.num_key_value_heads
+        self.dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.tokens = tokens
+        size = tokens * self.heads * self.dim
+        dtype, device = model.get_input_embeddings().weight.dtype, model.device  # quantized layers hold ints
+        self.layers = [(torch.zeros(size, dtype=dtype, device=device), torch.zeros(size, dtype=dtype, device=device))
+                       for _ in range(config.num_hidden_layers)]
 
-def static_caches_on_one_allocation(model, sizes: Sequence[int]) -> list:
-    """One-row static caches of each size (smallest first) over the largest one's memory.
+    def cache(self, model, length: int, batch: int = 1):
+        """A static cache of `batch` rows of `length` positions over the front of this memory."""
+        if batch * length > self.tokens:
+            raise ValueError(f"{batch} x {length} positions do not fit a KV storage of {self.tokens}")
+        cache = new_static_cache(model, length)
+        keys0 = self.layers[0][0]
+        # transformers' own fields (shapes, dtype), set up on the meta device: no memory. Then the real tensors.
+        cache.early_initialization(batch, self.heads, self.dim, keys0.dtype, torch.device("meta"))
+        shape = (batch, self.heads, length, self.dim)
+        n = batch * self.heads * length * self.dim
+        for layer, (keys, values) in zip(cache.layers, self.layers, strict=True):
+            layer.device = keys.device
+            layer.keys, layer.values = keys[:n].view(shape), values[:n].view(shape)
+            layer.cumulative_length = torch.zeros((), dtype=torch.long, device=keys.device)  # where transformers writes
+            for tensor in (layer.keys, layer.values, layer.cumulative_length):
+                torch._dynamo.mark_static_address(tensor)  # as transformers marks its own: CUDA graphs need it
+        return cache
 
-    A smaller cache's layers are views of the first positions of the largest's, so a bucket costs its compile
-    but no memory: attention reads the whole cache each step, and a request in a smaller cache decodes faster
-    (SmolLM3: 2.92 ms a step in 2,048 tokens against 4.17 in 18,432, H100). Safe because the engine decodes
-    one request at a time; positions past a request's own are masked, so what an earlier, longer request left
-    there is never read.
-    """
-    sizes = sorted(set(sizes))
-    caches = [new_static_cache(model, n) for n in sizes]
-    largest = caches[-1]
-    allocate(largest, model, batch=1)
-    for cache in caches[:-1]:
-        allocate(cache, model, batch=1)  # transformers' own fields; its tensors are replaced just below
-        for small, big in zip(cache.layers, largest.layers, strict=True):
-            small.keys = big.keys[:, :, : small.max_cache_len]
-            small.values = big.values[:, :, : small.max_cache_len]
-            torch._dynamo.mark_static_address(small.keys)  # as transformers marks its own: CUDA graphs need it
-            torch._dynamo.mark_static_address(small.values)
-    return caches
+    def holds(self, cache) -> bool:
+        return cache.layers[0].keys.untyped_storage().data_ptr() == self.layers[0][0].untyped_storage().data_ptr()
 
 
 @dataclass
@@ -152,10 +161,13 @@ class DecodeEngine:
     """
 
     def __init__(self, model, cache_sizes: Sequence[int], *, compile_step: dict | None = None, chunk: int = 8,
-                 top_k: int | None = None, compile_prefill: dict | None = None):
+                 top_k: int | None = None, compile_prefill: dict | None = None, reserve_tokens: int = 0):
+        """`reserve_tokens`: make the KV storage at least this long, for a batched decoder's rows to share."""
         self.model = model
         self.device = model.device
-        self.caches = static_caches_on_one_allocation(model, cache_sizes)
+        sizes = sorted(set(cache_sizes))
+        self.kv = KVStorage(model, max(sizes[-1], reserve_tokens))
+        self.caches = [self.kv.cache(model, n) for n in sizes]
         self.chunk = chunk
         # The checkpoint's own top_k (Gemma 3 ships 64), as HF generate would apply when sampling.
         self.top_k = int(top_k if top_k is not None else (getattr(model.generation_config, "top_k", 0) or 0))

@@ -160,12 +160,15 @@ class TextGenerationRunner(BaseRunner):
         self.stop_ids = self.stop_token_ids()
         self.hidden_ids = torch.tensor(hidden_token_ids(self.text_tokenizer))  # once: Gemma has thousands of added tokens
         sizes = sorted({min(n, self.max_positions()) for n in (*self.static_cache_buckets, self.static_cache_tokens)})
-        self.engine = DecodeEngine(self.model, sizes, compile_step=self.decode_compile, compile_prefill=self.prefill_compile)
         # Rows: the concurrency the deployment's run() declares (@cog.concurrent(max=N)). Every generation
         # runs on the decoder's one thread: CUDA graphs belong to the thread that captured them.
         rows = getattr(type(self).run, "__cog_concurrent_max__", 1)
-        self.batch = BatchedDecoder(self.model, rows=rows, row_tokens=min(self.batch_row_tokens, sizes[-1]),
-                                    single=self.engine, compile_step=self.decode_compile)
+        row_tokens = min(self.batch_row_tokens, sizes[-1])
+        # The rows and the engine's buckets share one KV allocation (decode_engine.KVStorage).
+        self.engine = DecodeEngine(self.model, sizes, compile_step=self.decode_compile, compile_prefill=self.prefill_compile,
+                                   reserve_tokens=rows * row_tokens)
+        self.batch = BatchedDecoder(self.model, rows=rows, row_tokens=row_tokens, single=self.engine,
+                                    compile_step=self.decode_compile)
         if self.engine.compiled:
             with phases("warmup"):  # where compilation happens: 75 s in SmolLM3's first request otherwise
                 ids = self.text_tokenizer("warm up", return_tensors="pt", add_special_tokens=False)["input_ids"]
