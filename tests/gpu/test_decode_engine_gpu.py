@@ -64,22 +64,29 @@ def test_hqq_int4_kernels_run_inside_the_captured_step(monkeypatch):
 
 
 def test_batched_compiled_step_gives_each_request_its_single_stream_tokens():
-    """The batched decoder's step compiled with CUDA graphs (every row, per-row positions and seeds):
-    five requests over three rows get the eager single-stream engine's tokens."""
+    """The batched decoder's step compiled with CUDA graphs (every row, per-row positions and seeds), set up as
+    served: the engine's buckets (one shorter than a row) and the rows over one KV allocation, both captured.
+    Requests sent at once (the first may start alone on the engine and move into row 0) and one after another
+    get the eager single-stream engine's tokens."""
     from shared.batch_decode import BatchedDecoder
 
     torch._dynamo.reset()
     model, inputs = _model()
     eager = DecodeEngine(model, [256])
-    compiled = DecodeEngine(model, [256], compile_step={"backend": "inductor", "mode": "reduce-overhead"})
-    decoder = BatchedDecoder(model, rows=3, row_tokens=256, single=compiled,
-                             compile_step={"backend": "inductor", "mode": "reduce-overhead"})
+    graphs = {"backend": "inductor", "mode": "reduce-overhead"}
+    compiled = DecodeEngine(model, [64, 512], compile_step=graphs, reserve_tokens=3 * 256)
+    decoder = BatchedDecoder(model, rows=3, row_tokens=256, single=compiled, compile_step=graphs)
+    assert compiled.kv.holds(decoder.cache) and all(compiled.kv.holds(c) for c in compiled.caches)
+    decoder.call(lambda: compiled.warm_up(inputs))
     decoder.warm_up(inputs)
     _each_gets_the_eager_tokens(decoder, eager, inputs, SETTINGS + SETTINGS[1:])
+    for i, sampling in enumerate(SETTINGS):
+        _each_gets_the_eager_tokens(decoder, eager, inputs, [sampling], extra=300 * (i % 2))  # past a row: alone
 
 
-def _each_gets_the_eager_tokens(decoder, eager, inputs, settings):
-    """Submit one request per setting at once (20, 21, ... tokens); each must get the eager engine's tokens."""
+def _each_gets_the_eager_tokens(decoder, eager, inputs, settings, extra: int = 0):
+    """Submit one request per setting at once (20, 21, ... tokens, plus `extra`); each must get the eager engine's
+    tokens."""
     import threading
 
     from shared.batch_decode import Request
@@ -87,9 +94,9 @@ def _each_gets_the_eager_tokens(decoder, eager, inputs, settings):
     results = []
     for i, sampling in enumerate(settings):
         tokens, done = [], threading.Event()
-        decoder.submit(Request(inputs, 20 + i, sampling, (),
+        decoder.submit(Request(inputs, 20 + i + extra, sampling, (),
                                lambda t, e, out=tokens, d=done: out.extend(t) if t is not None else d.set()))
-        results.append((tokens, done, 20 + i, sampling))
+        results.append((tokens, done, 20 + i + extra, sampling))
     for tokens, done, n, sampling in results:
         assert done.wait(120)
         assert tokens == _tokens(eager, inputs, n, sampling), sampling
