@@ -68,9 +68,12 @@ def test_batched_compiled_step_gives_each_request_its_single_stream_tokens():
     served: the engine's buckets (one shorter than a row) and the rows over one KV allocation, both captured.
     Requests sent at once (the first may start alone on the engine and move into row 0) and one after another
     get the eager single-stream engine's tokens."""
+    from torch._dynamo.utils import counters
+
     from shared.batch_decode import BatchedDecoder
 
     torch._dynamo.reset()
+    counters.clear()
     model, inputs = _model()
     eager = DecodeEngine(model, [256])
     graphs = {"backend": "inductor", "mode": "reduce-overhead"}
@@ -79,6 +82,9 @@ def test_batched_compiled_step_gives_each_request_its_single_stream_tokens():
     assert compiled.kv.holds(decoder.cache) and all(compiled.kv.holds(c) for c in compiled.caches)
     decoder.call(lambda: compiled.warm_up(inputs))
     decoder.warm_up(inputs)
+    # Views of one allocation, marked static: CUDA graphs read and write them in place. Inductor skips the graphs
+    # (and runs slowly, copying nothing back) for a mutated input it does not see as static.
+    assert counters["inductor"]["cudagraph_skips"] == 0, dict(counters["inductor"])
     _each_gets_the_eager_tokens(decoder, eager, inputs, SETTINGS + SETTINGS[1:])
     for i, sampling in enumerate(SETTINGS):
         _each_gets_the_eager_tokens(decoder, eager, inputs, [sampling], extra=300 * (i % 2))  # past a row: alone
