@@ -40,7 +40,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .decode_engine import DecodeEngine, KVStorage, Sampling, Stream, new_static_cache, sample
+from .decode_engine import DecodeEngine, KVStorage, Sampling, Stream, new_static_cache, same_memory, sample
 from .runtime import log_event
 
 # The most prompt positions (padding included) one joint prefill runs: its transient KV and activations
@@ -338,8 +338,7 @@ class BatchedDecoder:
         position = int(stream.position[0])
         # Over the same memory (the engine's bucket and the rows), a bucket shorter than a row lays the heads out
         # closer together than the row: writing a head could overwrite one not yet read. Copy through a clone.
-        overlap = stream.cache.layers[0].keys.untyped_storage().data_ptr() == \
-            self.cache.layers[0].keys.untyped_storage().data_ptr()
+        overlap = same_memory(stream.cache, self.cache)
         for src, dst in zip(stream.cache.layers, self.cache.layers, strict=True):
             keys, values = src.keys[0, :, :position], src.values[0, :, :position]
             dst.keys[row, :, :position] = keys.clone() if overlap else keys

@@ -116,9 +116,8 @@ class KVStorage:
         if batch * length > self.tokens:
             raise ValueError(f"{batch} x {length} positions do not fit a KV storage of {self.tokens}")
         cache = new_static_cache(model, length)
-        keys0 = self.layers[0][0]
         # transformers' own fields (shapes, dtype), set up on the meta device: no memory. Then the real tensors.
-        cache.early_initialization(batch, self.heads, self.dim, keys0.dtype, torch.device("meta"))
+        cache.early_initialization(batch, self.heads, self.dim, self.layers[0][0].dtype, torch.device("meta"))
         shape = (batch, self.heads, length, self.dim)
         n = batch * self.heads * length * self.dim
         for layer, (keys, values) in zip(cache.layers, self.layers, strict=True):
@@ -129,8 +128,10 @@ class KVStorage:
                 torch._dynamo.mark_static_address(tensor)  # as transformers marks its own: CUDA graphs need it
         return cache
 
-    def holds(self, cache) -> bool:
-        return cache.layers[0].keys.untyped_storage().data_ptr() == self.layers[0][0].untyped_storage().data_ptr()
+
+def same_memory(cache, other) -> bool:
+    """Whether two static caches are views of one allocation (a KVStorage)."""
+    return cache.layers[0].keys.untyped_storage().data_ptr() == other.layers[0].keys.untyped_storage().data_ptr()
 
 
 @dataclass
