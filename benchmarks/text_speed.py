@@ -292,7 +292,7 @@ def bench_text_server(args) -> dict:
             with CogServer(name, env=env, setup_timeout=args.setup_timeout, log_path=work / f"server-{label}.log") as server:
                 row = {"ready_s": round(time.perf_counter() - started, 1)}
                 setup = server.events("setup.done")[-1]
-                row["setup"] = {k: setup.get(k) for k in ("path", "phases", "peak_gpu_gb", "seconds")}
+                row["setup"] = {k: setup.get(k) for k in ("path", "phases", "peak_gpu_gb", "kv_cache_gb", "seconds")}
                 mine = cases if label == first else {k: v for k, v in cases.items() if k != "4000_tokens"}
 
                 def partial(figures, row=row, label=label):

@@ -128,8 +128,8 @@ class BatchedDecoder:
             getattr(config, "layer_types", None) or ()) else None
         # The rows, over the engine's KV memory where it is long enough (DecodeEngine's reserve_tokens): the engine
         # decodes only while no row is busy.
-        storage = single.kv if single.kv.tokens >= rows * row_tokens else KVStorage(model, rows * row_tokens)
-        self.cache = storage.cache(model, row_tokens, batch=rows)
+        self.kv = single.kv if single.kv.tokens >= rows * row_tokens else KVStorage(model, rows * row_tokens)
+        self.cache = self.kv.cache(model, row_tokens, batch=rows)
         self.prefill_cache = new_static_cache(model, row_tokens)  # image requests' (allocated at their first)
         dev = self.device
         self.row_ids = torch.arange(rows, device=dev)

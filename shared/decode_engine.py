@@ -111,6 +111,10 @@ class KVStorage:
         self.layers = [(torch.zeros(size, dtype=dtype, device=device), torch.zeros(size, dtype=dtype, device=device))
                        for _ in range(config.num_hidden_layers)]
 
+    @property
+    def nbytes(self) -> int:
+        return sum(keys.nbytes + values.nbytes for keys, values in self.layers)
+
     def cache(self, model, length: int, batch: int = 1):
         """A static cache of `batch` rows of `length` positions over the front of this memory."""
         if batch * length > self.tokens:

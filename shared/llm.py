@@ -180,8 +180,10 @@ class TextGenerationRunner(BaseRunner):
                 log_event("warmup.done", cache_tokens=sizes, seconds=seconds, rows=rows,
                           batch_seconds=round(time.perf_counter() - started_batch, 2))
         compile_cache.save(self.dep.name, cache_key)
+        kv_bytes = sum(kv.nbytes for kv in {id(kv): kv for kv in (self.engine.kv, self.batch.kv)}.values())
         log_event("setup.done", deployment=self.dep.name, weights=self.source.describe(), device=self.hw.device,
                   dtype=str(self.hw.dtype), path=self.path, options=self.options, phases=phases.seconds,
+                  kv_cache_gb=round(kv_bytes / 1e9, 3),
                   compile_cache=compile_cache.stats(),
                   seconds=round(time.perf_counter() - started, 2), peak_gpu_gb=peak_memory_gb(reset=True))
 

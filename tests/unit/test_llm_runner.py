@@ -231,3 +231,26 @@ def test_gemma_kernel_tuning_one_row_tunes_the_single_stream_step_only(monkeypat
     finally:  # (monkeypatch would delete a config entry on undo: ConfigModule keeps none in __dict__)
         tune_kernels(before)
     assert seen == {"single": single, "batched": batched}
+
+
+@pytest.mark.parametrize("name", ["smollm3-3b", "phi4-reasoning-plus", "gemma3-4b-it"])
+def test_the_served_rows_and_buckets_share_one_kv_allocation_which_setup_reports(monkeypatch, caplog, name):
+    """As served, the batched decoder's rows and every cache size of the engine are views of one KV allocation
+    (the longer of the two: 8 x 2,048 rows or the largest cache), and setup's log line says its size."""
+    import logging
+
+    from shared.cogserver import parse_event
+    from shared.decode_engine import same_memory
+
+    with caplog.at_level(logging.INFO, logger="cogdeploy"):
+        runner = load_runner(name)
+        runner.setup()
+    rows, engine = runner.batch, runner.engine
+    assert all(same_memory(rows.cache, cache) for cache in engine.caches)
+    config = runner.model.config.get_text_config(decoder=True)
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * 4  # K and V, float32
+    tokens = max(rows.rows * rows.row_tokens, engine.caches[-1].get_max_length())
+    [done] = [parse_event(r.getMessage()) for r in caplog.records if r.getMessage().startswith("event=setup.done")]
+    assert done["kv_cache_gb"] == round(tokens * per_token / 1e9, 3)
+    assert _text(runner, max_new_tokens=4)
