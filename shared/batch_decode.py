@@ -6,10 +6,11 @@ rows decoded together cost little more than one. Requests join and leave between
 - `rows` slots, each a row of one static KV cache (`row_tokens` long); a row's KV is written at that
   row's own position (`_row_update`), and a per-row mask limits attention to its own tokens;
 - joining requests are prefilled together: the text-only prompts waiting at the head of the queue, as
-  many as there are free rows, in one right-padded forward whose KV goes into their rows (eager, a prefill
-  costs a 3B model ~50 ms of Python whatever its batch: eight prompts one after another held eight
-  simultaneous requests' decoding for ~0.4 s); a request with images is prefilled alone into a one-row
-  cache and copied into its row. Either way it decodes with the others from the next step;
+  many as there are free rows, in one right-padded forward whose KV goes into their rows (eager, a short
+  prompt's prefill is mostly a 3B model's Python, ~30-60 ms whatever its batch: eight one after another
+  held eight simultaneous requests' decoding for a quarter to half a second); a request with images is
+  prefilled alone into a one-row cache and copied into its row. Either way it decodes with the others
+  from the next step;
 - the step (forward + sampling, every row with its own temperature, top_p and seed: the engine's
   counter-based sampler) is compiled with CUDA graphs once, for all `rows`; empty rows ride along;
 - the steps run `chunk` at a time without waiting for the device (the engine's rule: one host sync per
