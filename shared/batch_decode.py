@@ -5,12 +5,11 @@ rows decoded together cost little more than one. Requests join and leave between
 
 - `rows` slots, each a row of one static KV cache (`row_tokens` long); a row's KV is written at that
   row's own position (`_row_update`), and a per-row mask limits attention to its own tokens;
-- joining requests are prefilled together: the text-only prompts waiting at the head of the queue, as
-  many as there are free rows, in one right-padded forward whose KV goes into their rows (eager, a short
-  prompt's prefill is mostly a 3B model's Python, ~30-60 ms whatever its batch: eight one after another
-  held eight simultaneous requests' decoding for a quarter to half a second); a request with images is
-  prefilled alone into a one-row cache and copied into its row. Either way it decodes with the others
-  from the next step;
+- joining requests are prefilled together: the prompts waiting at the head of the queue (Gemma's images
+  too), as many as there are free rows, in one right-padded forward whose KV goes into their rows (eager,
+  a short prompt's prefill is mostly a 3B model's Python, ~30-60 ms whatever its batch: eight one after
+  another held eight simultaneous requests' decoding for a quarter to half a second); it decodes with the
+  others from the next step;
 - the step (forward + sampling, every row with its own temperature, top_p and seed: the engine's
   counter-based sampler) is compiled with CUDA graphs once, for all `rows`; empty rows ride along;
 - the steps run `chunk` at a time without waiting for the device (the engine's rule: one host sync per
@@ -109,9 +108,13 @@ def cuda_graphs_on_this_thread() -> None:
         torch._C._stash_obj_in_tls("tree_manager_locks", local.tree_manager_locks)
 
 
-def _text_only(request: Request) -> bool:
-    """A prompt of token ids alone (no images): it can share a padded forward with others."""
-    return set(request.inputs) <= {"input_ids", "attention_mask"}
+# The inputs a joint prefill knows how to pad and stack: token ids, and Gemma 3's images (`pixel_values`, one
+# entry per image, stacked in row order as the model scatters them) with the token types that mark them.
+JOINABLE_INPUTS = {"input_ids", "attention_mask", "token_type_ids", "pixel_values"}
+
+
+def _joinable(request: Request) -> bool:
+    return set(request.inputs) <= JOINABLE_INPUTS
 
 
 class BatchedDecoder:
@@ -131,7 +134,7 @@ class BatchedDecoder:
         # decodes only while no row is busy.
         self.kv = single.kv if single.kv.tokens >= rows * row_tokens else KVStorage(model, rows * row_tokens)
         self.cache = self.kv.cache(model, row_tokens, batch=rows)
-        self.prefill_cache = new_static_cache(model, row_tokens)  # image requests' (allocated at their first)
+        self.prefill_cache = new_static_cache(model, row_tokens)  # inputs a joint prefill does not know (lazy)
         dev = self.device
         self.row_ids = torch.arange(rows, device=dev)
         self.positions = torch.zeros(rows, dtype=torch.long, device=dev)  # where each row writes next
@@ -231,7 +234,7 @@ class BatchedDecoder:
                 self._run_on_engine(request, may_join=False)
             elif self.solo and not busy and not self.waiting:
                 self._run_on_engine(request, may_join=True)
-            elif _text_only(request):
+            elif _joinable(request):
                 group = [request] + self._take_joiners(request)
                 try:
                     self._prefill_together(group)
@@ -245,15 +248,15 @@ class BatchedDecoder:
                     request.send(None, e)
 
     def _take_joiners(self, head: Request) -> list[Request]:
-        """The text-only requests waiting right behind `head` that free rows can take with it, within the joint
-        prefill's padded size; taken off the queue in arrival order."""
+        """The requests waiting right behind `head` that free rows can take with it, within the joint prefill's
+        padded size; taken off the queue in arrival order."""
         taken: list[Request] = []
         free, rows = self.slots.count(None) - 1, 1  # rows: the group's live requests, the head's included
         longest = head.inputs["input_ids"].shape[1]
         with self.arrived:
             while self.waiting and rows <= free:
                 nxt = self.waiting[0]
-                if not isinstance(nxt, Request) or nxt.tokens > self.row_tokens or not _text_only(nxt):
+                if not isinstance(nxt, Request) or nxt.tokens > self.row_tokens or not _joinable(nxt):
                     break
                 if not nxt.cancelled.is_set():  # a cancelled one is only answered: it takes no row
                     length = max(longest, nxt.inputs["input_ids"].shape[1])
@@ -285,8 +288,8 @@ class BatchedDecoder:
         return isinstance(head, Request) and head.tokens <= self.row_tokens
 
     def _prefill_together(self, requests: list[Request]):
-        """Text-only prompts in one forward, straight into free rows; each row's first token is sampled as the
-        engine samples it alone (same seed, position and settings).
+        """Prompts (with their images) in one forward, straight into free rows; each row's first token is sampled
+        as the engine samples it alone (same seed, position and settings).
 
         Right padding: a prompt's tokens attend only to positions before them, so the pads after a shorter
         prompt change nothing it computes; the pads' KV lands past that row's position, where the row's mask
@@ -305,12 +308,18 @@ class BatchedDecoder:
         rows = [i for i, slot in enumerate(self.slots) if slot is None][:len(live)]
         lengths = [r.inputs["input_ids"].shape[1] for r in live]
         ids = torch.zeros(len(live), max(lengths), dtype=torch.long, device=dev)
+        typed = any("token_type_ids" in r.inputs for r in live)  # image tokens, marked (Gemma 3)
+        types = torch.zeros_like(ids) if typed else None
         for i, request in enumerate(live):
             ids[i, :lengths[i]] = request.inputs["input_ids"][0]
+            if typed and "token_type_ids" in request.inputs:
+                types[i, :lengths[i]] = request.inputs["token_type_ids"][0]
+        images = [r.inputs["pixel_values"] for r in live if "pixel_values" in r.inputs]
+        extra = ({"token_type_ids": types} if typed else {}) | ({"pixel_values": torch.cat(images)} if images else {})
         last = torch.tensor(lengths, device=dev) - 1
         keep = torch.unique(last)  # sorted: the positions whose logits some row needs
         kv = DynamicCache()
-        logits = self.model(input_ids=ids, past_key_values=kv, use_cache=True, logits_to_keep=keep).logits
+        logits = self.model(input_ids=ids, **extra, past_key_values=kv, use_cache=True, logits_to_keep=keep).logits
         logits = logits[torch.arange(len(live), device=dev), torch.searchsorted(keep, last)]
         at = torch.tensor(rows, device=dev)
         self.seeds[at] = torch.tensor([r.sampling.seed for r in live], device=dev)

@@ -148,6 +148,11 @@ def build_random_gemma3(dep: Deployment, *, tiny: bool, device: str, dtype: torc
     torch.manual_seed(0)
     with materialize_on(device, dtype):
         model = Gemma3ForConditionalGeneration(config)
+        # transformers initializes the image projector to zeros (transformers 5.23, `_init_weights`): every image
+        # then reaches the language model as the same zero vectors, and no test could tell two images, or an
+        # image and none, apart. The real checkpoint's projector is trained; the stand-in's is random like the rest.
+        with torch.no_grad():
+            model.model.multi_modal_projector.mm_input_projection_weight.normal_(0, config.text_config.initializer_range)
     return model.eval(), processor
 
 

@@ -230,14 +230,30 @@ def _text_prompts(name, tok, n):
     return [dict(tokenizer(t, return_tensors="pt")) for t in texts]
 
 
-@pytest.mark.parametrize("name", ["smollm3-3b", "phi4-reasoning-plus", "gemma3-4b-it"])
+def _image_prompts(tok, n):
+    """`n` Gemma 3 chat prompts of different lengths; every other one with an image (each its own colour)."""
+    from PIL import Image
+
+    words = "describe this picture in a few careful words please and say what colour it is".split()
+    prompts = []
+    for i in range(n):
+        content = [{"type": "text", "text": " ".join(words[: 3 + 3 * i])}]
+        images = [Image.new("RGB", (64, 64), ("blue", "red", "green")[i % 3])] if i % 2 == 0 else None
+        if images:
+            content.insert(0, {"type": "image"})
+        text = tok.apply_chat_template([{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True)
+        prompts.append(dict(tok(text=text, images=images, return_tensors="pt", add_special_tokens=False)))
+    return prompts
+
+
+@pytest.mark.parametrize("name", ["smollm3-3b", "phi4-reasoning-plus", "gemma3-4b-it", "gemma3-4b-it+images"])
 def test_requests_arriving_together_are_prefilled_in_one_forward_and_get_their_single_stream_tokens(name):
-    """Four text prompts of different lengths that find free rows are prefilled in one right-padded forward
-    (one after another, eight prompts held eight simultaneous requests' decoding for ~0.4 s on the H100), and
-    each request still gets exactly what it would alone, greedy and sampled. A request cancelled while it
-    waited is answered and takes no row."""
-    model, tok = _model(name)
-    prompts = _text_prompts(name, tok, 5)
+    """Four prompts of different lengths that find free rows are prefilled in one right-padded forward (one
+    after another, eight prompts held eight simultaneous requests' decoding for a quarter to half a second on
+    the H100), and each request still gets exactly what it would alone, greedy and sampled; for Gemma 3 also
+    with images in some of them. A request cancelled while it waited is answered and takes no row."""
+    model, tok = _model(name.removesuffix("+images"))
+    prompts = _image_prompts(tok, 5) if name.endswith("+images") else _text_prompts(name, tok, 5)
     assert len({p["input_ids"].shape[1] for p in prompts}) == 5
     single = DecodeEngine(model, [256])
     decoder = BatchedDecoder(model, rows=4, row_tokens=256, single=single)
@@ -253,10 +269,10 @@ def test_requests_arriving_together_are_prefilled_in_one_forward_and_get_their_s
     results = [c.result() for c in pending]
     assert gone.result() == []
     del model.forward
-    assert prefills == [(4, prompts[3]["input_ids"].shape[1])], prefills
+    assert prefills == [(4, max(p["input_ids"].shape[1] for p in prompts[:4]))], prefills
     for got, prompt, s in zip(results, prompts[:4], settings, strict=True):
         assert got == _alone(single, prompt, 14, s), s
-    # The one-row prefill cache serves image requests only: text alone never allocates it (SmolLM3: 151 MB).
+    # The one-row prefill cache serves only inputs a joint prefill does not know: never allocated here.
     assert not any(layer.is_initialized for layer in decoder.prefill_cache.layers)
 
 

@@ -55,8 +55,11 @@ def test_greedy_tokens_equal_hf_generate(name):
     inputs = _inputs(name, tok)
     prompt = inputs["input_ids"].shape[1]
     with torch.inference_mode():
-        reference = model.generate(**inputs, max_new_tokens=24, min_new_tokens=24, do_sample=False,
+        # No stop token: the engine leaves stopping to its caller and never masks one, while min_new_tokens would
+        # (-inf): where the end-of-turn token led (Gemma with an image, step 13) HF then took the runner-up.
+        reference = model.generate(**inputs, max_new_tokens=24, do_sample=False, eos_token_id=None,
                                    use_cache=True)[0, prompt:].tolist()
+    assert len(reference) == 24
     assert len(set(reference)) > 4, "the reference is degenerate: it would not tell a wrong position apart"
     engine = DecodeEngine(model, [64, 256], top_k=0)
     assert _tokens(engine, inputs, max_new_tokens=24) == reference
@@ -186,3 +189,18 @@ def test_the_noise_is_uniform_and_independent_across_seeds_positions_and_tokens(
     shifted = exponential_noise(seeds, torch.ones_like(seeds), 64)
     assert torch.corrcoef(torch.stack([noise.flatten(), shifted.flatten()]))[0, 1].abs() < 0.01
     assert torch.corrcoef(torch.stack([noise[:, :-1].flatten(), noise[:, 1:].flatten()]))[0, 1].abs() < 0.01
+
+
+def test_the_stand_in_gemma_sees_its_image():
+    """transformers initializes Gemma 3's image projector to zeros: every image then reached the language model as
+    the same vectors, and image tests (which image went to which request, the vision tower once per request)
+    passed whatever the images were. The stand-in's projector is random, as a trained one is nonzero."""
+    from PIL import Image
+
+    model, tok = _model("gemma3-4b-it")
+    text = tok.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what is it"}]}],
+                                   tokenize=False, add_generation_prompt=True)
+    engine = DecodeEngine(model, [128], top_k=0)
+    texts = [_tokens(engine, dict(tok(text=text, images=[Image.new("RGB", (64, 64), colour)], return_tensors="pt",
+                                      add_special_tokens=False)), max_new_tokens=12) for colour in ("blue", "red")]
+    assert texts[0] != texts[1]
