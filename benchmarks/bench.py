@@ -72,6 +72,10 @@ def write(what: str, variant: str, result: dict) -> Path:
               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "torch": torch.__version__, "weights": os.environ["WEIGHT_PROFILE"], **result}
     out = ROOT / "benchmarks" / "results" / f"{dt.date.today()}-{what}-{variant}-{device}.json"
+    if out.exists() and json.loads(out.read_text()).get("commit") != result["commit"]:
+        # The same configuration measured earlier that day at another commit: keep both, this one named by its commit
+        # (a rerun on 2026-12-05 had overwritten the committed figures it was to be compared with).
+        out = out.with_name(f"{dt.date.today()}-{what}-{variant}-{result['commit'][:7]}-{device}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     if os.environ.get("OUT"):
