@@ -221,19 +221,37 @@ def server_figures(server, repeats: int, extra: dict, cases: dict, concurrent: d
     # N requests at once. A 409 is retried for at most 1 s (the server frees a slot a few ms after it answers:
     # docs/operations.md); a server that takes one request at a time refuses the others for seconds.
     body = {**extra, **concurrent, "temperature": 0.7, "top_p": 0.9}
-    started = time.perf_counter()
-    with ThreadPoolExecutor(rows_at_once) as pool:
-        answers = list(pool.map(lambda i: post_prediction(server.url, {**body, "seed": i}, timeout=600, busy_wait=1.0),
-                                range(rows_at_once)))
-    wall = time.perf_counter() - started
-    served = [a.json() for a in answers if a.status_code == 200 and a.json().get("status") == "succeeded"]
-    logs.extend(b.get("logs") or "" for b in served)
-    tokens = sum(b["metrics"].get("output_token_count") or 0 for b in served)
+
+    def at_once(first_seed: int) -> dict:
+        def post(i):
+            answer = post_prediction(server.url, {**body, "seed": first_seed + i}, timeout=600, busy_wait=1.0)
+            return answer, time.perf_counter()
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(rows_at_once) as pool:
+            answered = list(pool.map(post, range(rows_at_once)))
+        wall = time.perf_counter() - started
+        answers = [a for a, _ in answered]
+        served = [(a.json(), at) for a, at in answered if a.status_code == 200 and a.json().get("status") == "succeeded"]
+        logs.extend(b.get("logs") or "" for b, _ in served)
+        tokens = sum(b["metrics"].get("output_token_count") or 0 for b, _ in served)
+        # Where the server's time goes (Cog's response carries no timestamps): when each prediction's run() began,
+        # as its answer's arrival less its predict_time, relative to the first; and its first token after that.
+        starts = sorted(at - b["metrics"]["predict_time"] for b, at in served)
+        return {"served": len(served), "refused": sum(a.status_code == 409 for a in answers),
+                "other": [a.status_code for a in answers if a.status_code not in (200, 409)],
+                "tokens": tokens, "wall_s": round(wall, 3), "aggregate_tok_s": round(tokens / wall, 1),
+                "start_spread_s": round(starts[-1] - starts[0], 3) if starts else None,
+                "ttft_s": sorted(t for b, _ in served if (t := b["metrics"].get("time_to_first_token")) is not None)}
+
+    runs = [at_once(i * rows_at_once) for i in range(repeats + 1)][1:]  # the first warms up, as for every case
     row[f"concurrent_{rows_at_once}x{concurrent['max_new_tokens']}"] = {
-        "served": len(served), "refused": sum(a.status_code == 409 for a in answers),
-        "other": [a.status_code for a in answers if a.status_code not in (200, 409)],
-        "tokens": tokens, "wall_s": round(wall, 3), "aggregate_tok_s": round(tokens / wall, 1)}
-    print("concurrent", row[f"concurrent_{rows_at_once}x{concurrent['max_new_tokens']}"], flush=True)
+        "served": min(r["served"] for r in runs), "refused": sum(r["refused"] for r in runs),
+        "other": [code for r in runs for code in r["other"]], "tokens": min(r["tokens"] for r in runs),
+        **{f"median_{k}": _median(runs, k) for k in ("wall_s", "aggregate_tok_s", "start_spread_s")},
+        "runs": runs}
+    print("concurrent", {k: v for k, v in row[f"concurrent_{rows_at_once}x{concurrent['max_new_tokens']}"].items()
+                         if k != "runs"}, flush=True)
     progress(row)
     for case, inputs in longest.items():
         run_case(case, inputs)

@@ -19,6 +19,9 @@ def test_gemma_figures_send_its_image_and_serve_every_case_and_all_requests_at_o
     together = row["concurrent_8x4"]
     assert together["served"] == 8 and together["refused"] == 0 and together["other"] == []
     assert together["tokens"] >= 8
+    # Repeated like every case (one run after a warm-up here), each with where the server's time went.
+    (run,) = together["runs"]
+    assert run["start_spread_s"] is not None and run["start_spread_s"] >= 0 and len(run["ttft_s"]) == 8
     assert row["recompiles_after_setup"] == 0
 
 
