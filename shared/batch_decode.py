@@ -40,7 +40,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from .decode_engine import DecodeEngine, KVStorage, Sampling, Stream, new_static_cache, same_memory, sample
+from .decode_engine import (DecodeEngine, KVStorage, Sampling, Stream, new_static_cache, same_memory, sample,
+                            sampling_tensors)
 from .runtime import log_event
 
 # The most prompt positions (padding included) one joint prefill runs: its transient KV and activations
@@ -321,20 +322,13 @@ class BatchedDecoder:
         kv = DynamicCache()
         logits = self.model(input_ids=ids, **extra, past_key_values=kv, use_cache=True, logits_to_keep=keep).logits
         logits = logits[torch.arange(len(live), device=dev), torch.searchsorted(keep, last)]
+        seed, temperature, top_p = sampling_tensors([r.sampling for r in live], dev)
+        first = sample(logits, seed, last + 1, temperature, top_p, self.single.top_k)
         at = torch.tensor(rows, device=dev)
-        self.seeds[at] = torch.tensor([r.sampling.seed for r in live], device=dev)
-        self.temperature[at] = torch.tensor([float(r.sampling.temperature) for r in live], device=dev)
-        self.top_p[at] = torch.tensor([float(r.sampling.top_p) for r in live], device=dev)
-        self.positions[at] = last + 1
-        first = sample(logits, self.seeds[at], self.positions[at], self.temperature[at], self.top_p[at],
-                       self.single.top_k)
         for src, dst in zip(kv.layers, self.cache.layers, strict=True):
             dst.keys[at, :, :ids.shape[1]] = src.keys
             dst.values[at, :, :ids.shape[1]] = src.values
-        self.tokens[at, 0] = first
-        self.busy[at] = 1
-        for row, request in zip(rows, live, strict=True):
-            self.slots[row] = request
+        self._seat(rows, live, seed, temperature, top_p, last + 1, first)
         for row, token in zip(rows, first.tolist(), strict=True):
             self._deliver(row, [token])
 
@@ -353,11 +347,18 @@ class BatchedDecoder:
             keys, values = src.keys[0, :, :position], src.values[0, :, :position]
             dst.keys[row, :, :position] = keys.clone() if overlap else keys
             dst.values[row, :, :position] = values.clone() if overlap else values
-        self.seeds[row], self.temperature[row], self.top_p[row] = stream.seed[0], stream.temperature[0], stream.top_p[0]
-        self.positions[row] = position
-        self.tokens[row, 0] = stream.token[0, 0]
-        self.busy[row] = 1
-        self.slots[row] = request
+        self._seat([row], [request], stream.seed, stream.temperature, stream.top_p, stream.position, stream.token[:, 0])
+
+    def _seat(self, rows: list[int], requests: list[Request], seed, temperature, top_p, position, token):
+        """Requests into `rows`, whose KV is in place: each row's sampling settings, the position its next KV goes
+        to and the token it feeds next; they decode from the next step."""
+        at = torch.tensor(rows, device=self.device)
+        self.seeds[at], self.temperature[at], self.top_p[at] = seed, temperature, top_p
+        self.positions[at] = position
+        self.tokens[at, 0] = token
+        self.busy[at] = 1
+        for row, request in zip(rows, requests, strict=True):
+            self.slots[row] = request
 
     def _decode_chunk(self):
         busy = [row for row, request in enumerate(self.slots) if request is not None]

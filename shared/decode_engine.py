@@ -145,6 +145,13 @@ class Sampling:
     seed: int = 0
 
 
+def sampling_tensors(settings: Sequence[Sampling], device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(seed, temperature, top_p), one entry per request: the tensors `sample` and the compiled steps read."""
+    return (torch.tensor([s.seed for s in settings], device=device),
+            torch.tensor([float(s.temperature) for s in settings], device=device, dtype=torch.float32),
+            torch.tensor([float(s.top_p) for s in settings], device=device, dtype=torch.float32))
+
+
 @dataclass
 class Stream:
     """One request's decode state on the device: its cache, the last token sampled (not yet fed to the
@@ -218,9 +225,7 @@ class DecodeEngine:
         cache.reset()
         dev = self.device
         position = torch.tensor([prompt.shape[1]], device=dev)  # where the first new token's KV goes
-        seed = torch.tensor([sampling.seed], device=dev)
-        temperature = torch.tensor([float(sampling.temperature)], device=dev, dtype=torch.float32)
-        top_p = torch.tensor([float(sampling.top_p)], device=dev, dtype=torch.float32)
+        seed, temperature, top_p = sampling_tensors([sampling], dev)
         logits = self.prefill(inputs, cache)
         token = sample(logits, seed, position, temperature, top_p, self.top_k)[:, None]
         stream = Stream(cache, token, position, seed, temperature, top_p,
