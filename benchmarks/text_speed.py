@@ -338,11 +338,11 @@ def bench_text_fidelity(args) -> dict:
     builds the same ones. Runs on a GPU (bf16) or, slower, on the CPU (float32, as every CPU path here): the
     figures are the weights' (HQQ's CPU layers dequantize the same 4-bit weights a GPU kernel reads), not a kernel's."""
     from shared.cogserver import runner_class
-    from tests.conftest import runner_before_load
 
     def load(optimize: str):
         os.environ["OPTIMIZE"] = optimize
-        runner = runner_before_load(args.deployment)
+        runner = runner_class(args.deployment)()
+        runner.prepare()  # what setup() does before load_model()
         started = time.perf_counter()
         model, tok, path = runner.load_model()
         return model, getattr(tok, "tokenizer", tok), path, round(time.perf_counter() - started, 1)

@@ -141,15 +141,22 @@ class TextGenerationRunner(BaseRunner):
         """Every OPTIMIZE switch of this deployment: the text deployments' own and its model's."""
         return {**cls.TEXT_OPTIONS, **cls.OPTIONS}
 
-    def setup(self) -> None:
-        started, phases = time.perf_counter(), Phases(announce="setup.phase")
+    def prepare(self, phases: Phases | None = None) -> None:
+        """What `load_model()` needs: the catalog entry, the device, OPTIMIZE resolved and the weight source (with
+        the compile-cache files this configuration wants). The first part of setup(); tests and the fidelity
+        benchmark call it and then `load_model()` alone."""
         self.dep = catalog.get(self.deployment)
         self.hw = select_device()
         self.options = opts.resolve(self.option_spec(), cuda=self.hw.is_cuda)
+        with (phases or Phases())("weights"):
+            wanted = compile_cache.wanted_files(self.dep.name, compile_cache.key(self.options))
+            self.source = weights.for_deployment(self.dep, wanted=wanted)
+
+    def setup(self) -> None:
+        started, phases = time.perf_counter(), Phases(announce="setup.phase")
+        self.prepare(phases)
         url_input.limit_cog_file_inputs(type(self))  # Cog fetches an `image` URL before run(): bound it
         cache_key = compile_cache.key(self.options)
-        with phases("weights"):
-            self.source = weights.for_deployment(self.dep, wanted=compile_cache.wanted_files(self.dep.name, cache_key))
         with phases("compile_cache"):
             compile_cache.load(self.source.local_path, self.dep.name, cache_key)
         with phases("load"):  # load, quantize, prune; says whether the decode step is compiled

@@ -25,15 +25,10 @@ def load_runner(deployment: str):
 
 
 def runner_before_load(deployment: str):
-    """A text deployment's Runner holding what its setup() has before `load_model()`: catalog entry, device,
-    OPTIMIZE resolved, weight source. A test then calls `load_model()` alone."""
-    from shared import catalog, options, weights
-    from shared.runtime import select_device
-
+    """A text deployment's Runner holding what its setup() has before `load_model()` (its `prepare()`). A test
+    then calls `load_model()` alone."""
     runner = load_runner(deployment)
-    runner.dep, runner.hw = catalog.get(deployment), select_device()
-    runner.options = options.resolve(runner.option_spec(), cuda=runner.hw.is_cuda)
-    runner.source = weights.for_deployment(runner.dep)
+    runner.prepare()
     return runner
 
 
