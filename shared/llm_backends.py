@@ -6,6 +6,7 @@ request is never a guess.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -162,11 +163,17 @@ def prefill_compile() -> dict:
     return {"backend": backend}
 
 
-def load_with_unsloth(dep, source, *, device: str, dtype: torch.dtype, max_seq_length: int, four_bit: bool = False):
+# Scopes held for the life of the process (entered once, never left): see load_with_unsloth's compiled_decode.
+_PROCESS_SCOPES = contextlib.ExitStack()
+
+
+def load_with_unsloth(dep, source, *, device: str, dtype: torch.dtype, max_seq_length: int, four_bit: bool = False,
+                      compiled_decode: bool = False):
     """Unsloth's FastLanguageModel on GPU; plain transformers on CPU. Returns (model, tokenizer, path).
 
     `four_bit`: Unsloth's 4-bit load (bitsandbytes NF4, lm_head kept 16-bit) on GPU; on CPU the same format
-    through bitsandbytes directly (0.50 runs NF4 there), over the same layers."""
+    through bitsandbytes directly (0.50 runs NF4 there), over the same layers.
+    `compiled_decode`: the engine compiles the one-token step over this model (its `compile=on`)."""
     if device == "cpu":
         model, tok = text_builder.load_causal_lm(dep, source, device=device, dtype=dtype)
         log_event("backend", path="transformers", reason="Unsloth needs a GPU")
@@ -191,7 +198,17 @@ def load_with_unsloth(dep, source, *, device: str, dtype: torch.dtype, max_seq_l
         model_name=location, max_seq_length=max_seq_length, dtype=dtype, load_in_4bit=four_bit,
         attn_implementation="sdpa", **kwargs)
     unsloth.FastLanguageModel.for_inference(model)
-    log_event("backend", path="unsloth", version=getattr(unsloth, "__version__", "?"), four_bit=four_bit)
+    if compiled_decode:
+        # Unsloth 2026.10.9 wraps Phi-3's attention in torch.compiler.disable (a fullgraph step fails: "Skip
+        # inlining torch.compiler.disable()d function", H100, 2026-12-05) and, after one eager inference, sets
+        # Dynamo's stance to eager_on_recompile, unless its decode-compile flag is set: what its own generate()
+        # does around a compiled step (unsloth_zoo/temporary_patches/utils.py). Dynamo guards on that flag, so it
+        # is held for the process's life, the life of the engine's compiled step.
+        patches = require("unsloth_zoo.temporary_patches.utils", install="unsloth_zoo==2026.10.9",
+                          purpose="Unsloth's compiled decode")
+        _PROCESS_SCOPES.enter_context(patches.unsloth_decode_compile())
+    log_event("backend", path="unsloth", version=getattr(unsloth, "__version__", "?"), four_bit=four_bit,
+              compiled_decode=compiled_decode)
     return model, tok, "unsloth-bnb4" if four_bit else "unsloth"
 
 

@@ -30,7 +30,7 @@ class Runner(TextGenerationRunner):
     def load_model(self):
         model, tokenizer, path = llm_backends.load_with_unsloth(
             self.dep, self.source, device=self.hw.device, dtype=self.hw.dtype, max_seq_length=MAX_SEQ_LENGTH,
-            four_bit=self.options["quantize"] == "4bit")
+            four_bit=self.options["quantize"] == "4bit", compiled_decode=self.options["compile"] == "on")
         if self.options["compile"] == "on":
             self.decode_compile = llm_backends.decode_step_compile()
             path += "+compiled-decode"

@@ -100,3 +100,55 @@ def test_unsloth_is_asked_for_sdpa_attention(monkeypatch):
     llm_backends.load_with_unsloth(dep, weights.resolve(dep.checkpoint, "hub"), device="cuda", dtype=torch.bfloat16,
                                    max_seq_length=128)
     assert asked["attn_implementation"] == "sdpa"
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_unsloth_decode_compile_flag_is_held_for_a_compiled_step(monkeypatch, compiled):
+    """Unsloth 2026.10.9 wraps Phi-3's attention in torch.compiler.disable, so the engine's fullgraph step failed
+    on the H100 (2026-12-05), and after one eager inference it sets Dynamo's stance to eager_on_recompile; both
+    are skipped while its decode-compile flag is set. With `compile=on` the loader enters that scope and keeps it
+    (Dynamo guards on the flag: leaving it would recompile every step); with an eager step it leaves it alone."""
+    import contextlib
+
+    scope = {"entered": 0, "left": 0}
+
+    @contextlib.contextmanager
+    def unsloth_decode_compile():
+        scope["entered"] += 1
+        try:
+            yield
+        finally:
+            scope["left"] += 1
+
+    class FastLanguageModel:
+        @staticmethod
+        def from_pretrained(**kwargs):
+            return torch.nn.Linear(2, 2), None
+
+        @staticmethod
+        def for_inference(model):
+            return model
+
+    modules = {"unsloth": type("unsloth", (), {"FastLanguageModel": FastLanguageModel}),
+               "unsloth_zoo.temporary_patches.utils": type("utils", (), {"unsloth_decode_compile": unsloth_decode_compile})}
+    monkeypatch.setattr(llm_backends, "require", lambda module, **kw: modules[module])
+    monkeypatch.setattr(llm_backends, "_PROCESS_SCOPES", contextlib.ExitStack())
+    dep = catalog.get("phi4-reasoning-plus")
+    from shared import weights
+
+    llm_backends.load_with_unsloth(dep, weights.resolve(dep.checkpoint, "hub"), device="cuda", dtype=torch.bfloat16,
+                                   max_seq_length=128, compiled_decode=compiled)
+    assert scope == {"entered": int(compiled), "left": 0}
+
+
+def test_phi4_asks_for_the_flag_exactly_when_its_step_is_compiled(monkeypatch):
+    """The Phi-4 runner passes its `compile` option to the loader."""
+    from tests.conftest import runner_before_load
+
+    seen = []
+    monkeypatch.setattr(llm_backends, "load_with_unsloth",
+                        lambda *a, **kw: seen.append(kw["compiled_decode"]) or (None, None, "stub"))
+    for value in ("on", "off"):
+        monkeypatch.setenv("OPTIMIZE", f"compile={value}")
+        runner_before_load("phi4-reasoning-plus").load_model()
+    assert seen == [True, False]
