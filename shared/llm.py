@@ -110,7 +110,7 @@ class TextGenerationRunner(BaseRunner):
     OPTIONS: dict[str, opts.Option] = {}
     # Options of every text deployment, next to its own OPTIONS.
     TEXT_OPTIONS = {
-        # Opt-in where not measured on a GPU (SmolLM3 and Gemma 3 measured it and take it: their predict.py).
+        # Opt-in where not measured on a GPU (all three text deployments measured it and take it: their predict.py).
         "attention": attention_option(gpu_default="sdpa"),
     }
     # Template to render prompts with: "vendored" always uses shared/assets/<model>/chat_template.jinja

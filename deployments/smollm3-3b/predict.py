@@ -36,7 +36,7 @@ class Runner(TextGenerationRunner):
         "compile": Option("on", "off", ("on", "off"), "static KV cache + compiled decode step"),
         # Grouped decode attention on a GPU: SDPA's path copied the 4 KV heads out to 16 every step; a decode
         # step's attention took 1,278 us of GPU time with SDPA against 410 grouped (H100, 2026-12-05,
-        # bench.py text-profile). The other text deployments keep SDPA until measured.
+        # bench.py text-profile).
         "attention": attention_option(gpu_default="grouped"),
         # The prompt's forward compiled for any length (shared/decode_engine.py): eager, its Python cost ~60 ms of
         # a short prompt's first token (H100). Opt-in until measured on a GPU.

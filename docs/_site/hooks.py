@@ -210,6 +210,13 @@ def charts() -> dict[str, bytes]:
     if speeds:
         made["text-decode"] = _png(_pairs("Decode, batch 1 (H100, synthetic weights)", speeds,
                                           ("bf16 eager", "optimized (default path)"), "tokens per second"))
+    one, many = text_server_speeds()
+    if one:
+        made["text-server"] = _png(_pairs("One stream through the Cog server, 512 new tokens", one,
+                                          ("HF generate bf16 eager (same run)", "served"), "tokens per second"))
+    if many:
+        made["text-server-concurrent"] = _png(_pairs("8 requests of 256 tokens at once, Cog server", many,
+                                                     ("one stream", "8 at once, aggregate"), "tokens per second"))
     flux = _latest("*-flux-default-N*.json")
     if flux:
         made["flux-step"] = _png(_pairs(f"FLUX.1-dev transformer step, {flux['size']}x{flux['size']} (H100)",
@@ -250,6 +257,27 @@ def decode_speeds() -> dict[str, tuple[float, float]]:
     return speeds
 
 
+def text_server_speeds() -> tuple[dict[str, tuple[float, float]], dict[str, tuple[float, float]]]:
+    """From every `bench.py text-server` file, each measured configuration (the newest run of a deployment, label and
+    GPU): (HF generate bf16 eager of its run, one stream through the Cog server) and (one stream, 8 requests at
+    once, aggregate), in tokens per second. Runs cut off before a figure are left out."""
+    runs = [json.loads(path.read_text()) for path in RESULTS.glob("*-text-server-*.json")]
+    one, many = {}, {}
+    for result in sorted(runs, key=lambda r: r.get("date", "")):
+        for label, row in result.get("variants", {}).items():
+            case = row.get("512_tokens") or {}
+            alone = case.get("median_decode_tok_s")
+            if not alone or "median_decode_tok_s" in case.get("wrong", ()) or "baseline" not in result:
+                continue  # a figure a later check found wrong is marked so in its file
+            name = f"{result['deployment']} {label} ({_gpu(result)})"
+            one[name] = (result["baseline"]["tokens_per_s"], alone)
+            together = next((v for k, v in row.items() if k.startswith("concurrent_")), {})
+            aggregate = together.get("median_aggregate_tok_s") or together.get("aggregate_tok_s")  # one run, before 3672f47
+            if aggregate:
+                many[name] = (alone, aggregate)
+    return one, many
+
+
 def _gpu(result: dict) -> str:
     return result["device"].replace("NVIDIA ", "").split(" ")[0]
 
@@ -269,7 +297,9 @@ def charts_page() -> str:
         "Drawn when the site is built from the newest result files in `benchmarks/results/` (each file names "
         "its device, commit and date; `docs/benchmarks.md` says how they are made).", "",
         "## Boot time, cold and with the compile artifact", "", "![cold start](charts/cold-start.png)", "",
-        "## Text decode speed", "", "![decode speed](charts/text-decode.png)", "",
+        "## Text decode through the Cog server", "", "![text server](charts/text-server.png)", "",
+        "## Text, 8 requests at once", "", "![text concurrent](charts/text-server-concurrent.png)", "",
+        "## Text decode speed (in process, first measurement)", "", "![decode speed](charts/text-decode.png)", "",
         "## FLUX through the Cog server, old default against new", "", "![FLUX server](charts/flux-server.png)", "",
         "## Where a FLUX request's time goes", "", "![FLUX request phases](charts/flux-phases.png)", "",
         "## FLUX transformer step, each optimization", "", "![FLUX variants](charts/flux-variants.png)", "",

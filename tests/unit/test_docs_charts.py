@@ -19,6 +19,19 @@ def test_the_decode_chart_has_every_text_deployment_measured():
     assert set(_hooks().decode_speeds()) == {"smollm3-3b", "gemma3-4b-it"}
 
 
+def test_the_server_charts_have_each_text_deployment_and_the_newest_run_of_a_configuration():
+    """Figures as the result files hold them; of two runs of one configuration on one GPU, the later one (the
+    files' names do not sort by date: a same-day rerun at another commit carries its commit in its name)."""
+    one, many = _hooks().text_server_speeds()
+    assert {name.split(" ")[0] for name in one} == {"smollm3-3b", "phi4-reasoning-plus", "gemma3-4b-it"}
+    assert one["smollm3-3b hqq (H100)"] == (51.04, 354.0)  # 7b145db's run, not 71c0392's earlier (31.42, 342.2)
+    assert many["phi4-reasoning-plus 4bit-grouped (H100)"] == (115.0, 288.9)
+    assert set(many) <= set(one)
+    assert many["smollm3-3b hqq (H100)"] == (354.0, 1337.7)
+    # The H200 run of 2026-12-04 timed the first text piece, not the first token: its file marks the figure wrong.
+    assert "smollm3-3b hqq (H200)" not in one
+
+
 def test_every_chart_on_the_page_is_drawn_from_a_result_file():
     hooks = _hooks()
     shown = set(re.findall(r"\(charts/([\w-]+)\.png\)", hooks.charts_page()))
