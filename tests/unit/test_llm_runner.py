@@ -183,6 +183,8 @@ def test_phi4_has_a_4bit_mode_its_path_names(monkeypatch):
     assert [n for n, m in modules.items() if type(m) is torch.nn.Linear] == ["lm_head"]
     assert sum(type(m).__name__ == "Linear4bit" and m.weight.quant_type == "nf4" for m in modules.values()) > 0
     assert _text(runner, messages=_messages("phi4-reasoning-plus"))
+    # Its rows stay 8 x 2,048 (the 13.0 GB it served in), not the 16-bit default's 8 x 4,096.
+    assert (runner.batch.rows, runner.batch.row_tokens) == (8, 2048)
 
 
 def set_up_and_say(monkeypatch, name: str, optimize: str, **kw):
@@ -254,3 +256,31 @@ def test_the_served_rows_and_buckets_share_one_kv_allocation_which_setup_reports
     [done] = [parse_event(r.getMessage()) for r in caplog.records if r.getMessage().startswith("event=setup.done")]
     assert done["kv_cache_gb"] == round(tokens * per_token / 1e9, 3)
     assert _text(runner, max_new_tokens=4)
+
+
+def _defaults(runner) -> dict:
+    """The deployment's run() inputs with their declared defaults (Cog's Input objects carry them)."""
+    import inspect
+
+    params = inspect.signature(type(runner).run).parameters
+    return {name: getattr(p.default, "default", None) for name, p in params.items() if name != "self"}
+
+
+@pytest.mark.parametrize("name,template_kwargs", [("smollm3-3b", {"enable_thinking": False}),
+                                                  ("smollm3-3b", {"enable_thinking": True}),
+                                                  ("phi4-reasoning-plus", {}), ("gemma3-4b-it", {})])
+def test_a_request_at_the_defaults_fits_a_batched_row(runners, name, template_kwargs):
+    """Requests longer than a row run one at a time: a deployment whose default request (its own system prompt,
+    the catalog's example prompt, the default max_new_tokens) does not fit a row serves simultaneous users one
+    after another. Phi-4's reasoning system prompt is ~720 tokens and its default 2,048 new tokens: its rows
+    were 2,048 long, so none of its default requests was ever batched."""
+    from shared import catalog
+    from shared.catalog import EXAMPLES
+    from shared.images import load_rgb
+
+    runner, example = runners(name), catalog.get(name).example
+    images = [load_rgb(EXAMPLES / example["image"].lstrip("@"))] if "image" in example else None
+    content = [{"type": "image"}, {"type": "text", "text": example["prompt"]}] if images else example["prompt"]
+    inputs = runner.encode([{"role": "user", "content": content}], template_kwargs, images)
+    needed = inputs["input_ids"].shape[1] + _defaults(runner)["max_new_tokens"]
+    assert needed <= runner.batch.row_tokens, f"{name}: {needed} tokens, rows of {runner.batch.row_tokens}"
