@@ -165,6 +165,9 @@ def profile_variant(dep, variant: str, args) -> dict:
     if args.prefill_only:
         return row | prefill_figures(model, tok, DecodeEngine(model, [cache_tokens]), args.repeats)
     compile_step = llm_backends.decode_step_compile()
+    from torch._dynamo.utils import counters
+
+    skips_before = counters["inductor"]["cudagraph_skips"]
     single = DecodeEngine(model, [cache_tokens], compile_step=compile_step, compile_prefill=prefill_compile)
     batch = BatchedDecoder(model, rows=8, row_tokens=min(served.batch_row_tokens, served.static_cache_tokens),
                            single=single, compile_step=compile_step)
@@ -177,6 +180,9 @@ def profile_variant(dep, variant: str, args) -> dict:
         batch.warm_up(warm)
         row["compile_batched_s"] = round(time.perf_counter() - started, 1)
     row["memory_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
+    # A step Inductor could not capture as a CUDA graph runs launch by launch: gemlite's one-row step measured
+    # 3.79 ms against ~3.0 ms of its kernels' GPU time (2026-12-05), a gap tinygemm's step does not have.
+    row["cudagraph_skips"] = counters["inductor"]["cudagraph_skips"] - skips_before
 
     long_ids = _prompt_512(tok)
     cache = batch.prefill_cache
