@@ -135,6 +135,9 @@ class TextGenerationRunner(BaseRunner):
     # Length of each batched row: requests up to this many tokens (prompt + max_new_tokens) are decoded
     # together; a longer one runs alone on the single-stream engine once the rows are free.
     batch_row_tokens = 2048
+    # How many requests are decoded together; None: as many as run() accepts at once (@cog.concurrent(max=N)).
+    # Fewer rows cost less KV memory; the requests beyond them wait for a free row.
+    batch_rows: int | None = None
 
     @classmethod
     def option_spec(cls) -> dict[str, opts.Option]:
@@ -169,7 +172,7 @@ class TextGenerationRunner(BaseRunner):
         sizes = sorted({min(n, self.max_positions()) for n in (*self.static_cache_buckets, self.static_cache_tokens)})
         # Rows: the concurrency the deployment's run() declares (@cog.concurrent(max=N)). Every generation
         # runs on the decoder's one thread: CUDA graphs belong to the thread that captured them.
-        rows = getattr(type(self).run, "__cog_concurrent_max__", 1)
+        rows = self.batch_rows or getattr(type(self).run, "__cog_concurrent_max__", 1)
         row_tokens = min(self.batch_row_tokens, sizes[-1])
         # The rows and the engine's buckets share one KV allocation (decode_engine.KVStorage).
         self.engine = DecodeEngine(self.model, sizes, compile_step=self.decode_compile, compile_prefill=self.prefill_compile,

@@ -183,8 +183,29 @@ def test_phi4_has_a_4bit_mode_its_path_names(monkeypatch):
     assert [n for n, m in modules.items() if type(m) is torch.nn.Linear] == ["lm_head"]
     assert sum(type(m).__name__ == "Linear4bit" and m.weight.quant_type == "nf4" for m in modules.values()) > 0
     assert _text(runner, messages=_messages("phi4-reasoning-plus"))
-    # Its rows stay 8 x 2,048 (the 13.0 GB it served in), not the 16-bit default's 8 x 4,096.
-    assert (runner.batch.rows, runner.batch.row_tokens) == (8, 2048)
+    # Its rows are 5 x 2,048, within the single-stream cache's positions: its KV memory is that cache's alone (the
+    # 8 x 2,048 it was measured with took 3.4 GB of its 13.0; the 16-bit default has 8 x 4,096).
+    assert (runner.batch.rows, runner.batch.row_tokens) == (5, 2048)
+    assert runner.engine.kv.tokens == runner.engine.caches[-1].get_max_length() >= 5 * 2048
+    # Eight at once, as run() accepts them: five decode together, three wait for a row; each gets its lone text.
+    import asyncio
+
+    async def text(seed):
+        pieces = []
+        async for piece in runner.stream(messages=_messages("phi4-reasoning-plus"), max_new_tokens=12, temperature=0,
+                                         top_p=0.9, seed=seed):
+            pieces.append(piece)
+        return "".join(pieces)
+
+    async def together():
+        return await asyncio.gather(*(text(seed) for seed in range(8)))
+
+    busy = []
+    step = runner.batch._decode_chunk
+    runner.batch._decode_chunk = lambda: busy.append(sum(r is not None for r in runner.batch.slots)) or step()
+    alone = _text(runner, messages=_messages("phi4-reasoning-plus"))
+    assert asyncio.run(together()) == [alone] * 8
+    assert max(busy) == 5
 
 
 def set_up_and_say(monkeypatch, name: str, optimize: str, **kw):
