@@ -474,6 +474,8 @@ def main() -> int:
     ts.add_argument("--fidelity", action="store_true", help="HQQ 4-bit vs bf16 logits on the baseline's weights")
     ts.add_argument("--setup-timeout", type=float, default=400)
     ts.add_argument("--baseline-from", help="take the HF generate baseline from this earlier result file")
+    ts.add_argument("--at-defaults", action="store_true",
+                    help="also 8 requests at once at the deployment's default max_new_tokens (one run)")
     tp = sub.add_parser("text-profile")
     tp.add_argument("deployment")
     tp.add_argument("--kernels", default="torchao_int4,gemlite,bf16",

@@ -192,9 +192,11 @@ def request_plan(deployment: str, *, long: bool, tokens: int = 512, long_tokens:
 
 
 def server_figures(server, repeats: int, extra: dict, cases: dict, concurrent: dict, rows_at_once: int = 8,
-                   progress=lambda row: None) -> dict:
+                   progress=lambda row: None, at_defaults: bool = False) -> dict:
     """Every case's figures, then the simultaneous requests; requests longer than a batched row (the 4,000-token
-    case) come last, as the longest. `progress(row)` is called after each, so a run stopped midway keeps them."""
+    case) come last, as the longest. `progress(row)` is called after each, so a run stopped midway keeps them.
+    `at_defaults`: also the same number of requests at once with the deployment's own max_new_tokens (one run:
+    Phi-4's default 2,048 tokens take ~30 s); their first tokens say whether they were decoded together or queued."""
     from shared.cogserver import log_events, post_prediction
 
     logs: list[str] = []
@@ -222,7 +224,7 @@ def server_figures(server, repeats: int, extra: dict, cases: dict, concurrent: d
     # docs/operations.md); a server that takes one request at a time refuses the others for seconds.
     body = {**extra, **concurrent, "temperature": 0.7, "top_p": 0.9}
 
-    def at_once(first_seed: int) -> dict:
+    def at_once(first_seed: int, body: dict = body) -> dict:
         def post(i):
             answer = post_prediction(server.url, {**body, "seed": first_seed + i}, timeout=600, busy_wait=1.0)
             return answer, time.perf_counter()
@@ -253,6 +255,11 @@ def server_figures(server, repeats: int, extra: dict, cases: dict, concurrent: d
     print("concurrent", {k: v for k, v in row[f"concurrent_{rows_at_once}x{concurrent['max_new_tokens']}"].items()
                          if k != "runs"}, flush=True)
     progress(row)
+    if at_defaults:
+        defaults = {k: v for k, v in body.items() if k != "max_new_tokens"}
+        row[f"concurrent_{rows_at_once}_at_defaults"] = at_once(1000, defaults)
+        print("concurrent at defaults", {k: v for k, v in row[f"concurrent_{rows_at_once}_at_defaults"].items()}, flush=True)
+        progress(row)
     for case, inputs in longest.items():
         run_case(case, inputs)
     ends = log_events("\n".join(logs), "predict.end")
@@ -317,7 +324,8 @@ def bench_text_server(args) -> dict:
                     result["variants"][label] = {**row, **figures, "partial": True}
                     (work / "text-server-partial.json").write_text(json.dumps(result, indent=2))
 
-                row.update(server_figures(server, args.repeats, extra, mine, concurrent, progress=partial))
+                row.update(server_figures(server, args.repeats, extra, mine, concurrent, progress=partial,
+                                          at_defaults=args.at_defaults))
         except Exception as e:  # recorded, not lost: the next configuration still runs
             row = {**result["variants"].get(label, {}), "error": f"{type(e).__name__}: {e}"[:2000]}  # figures so far kept
         row["weight_format"] = weight_format(row.get("setup", {}).get("path") or optimize)

@@ -106,3 +106,18 @@ def test_fidelity_compares_each_configuration_as_the_deployment_loads_it(monkeyp
     same, int4 = result["configs"]["same"], result["configs"]["int4"]
     assert same["top1_agreement"] == 1.0 and same["logit_cosine"] == pytest.approx(1.0, abs=1e-4)
     assert "hqq4" in int4["path"] and int4["logit_cosine"] < 0.999 and int4["positions"] == same["positions"] > 0
+
+
+def test_the_requests_at_the_defaults_leave_max_new_tokens_to_the_deployment(server, monkeypatch):
+    """`--at-defaults`: the same 8 requests at once without max_new_tokens, so each runs to the deployment's own
+    default (where Phi-4's 2,048 once did not fit a batched row); all served, each with its first token."""
+    from shared import cogserver
+
+    sent = []
+    post = cogserver.post_prediction
+    monkeypatch.setattr(cogserver, "post_prediction", lambda url, inputs, **kw: sent.append(inputs) or post(url, inputs, **kw))
+    extra, _, concurrent = text_speed.request_plan("gemma3-4b-it", long=False, tokens=2, concurrent_tokens=3)
+    row = text_speed.server_figures(server("gemma3-4b-it"), 1, extra, {}, concurrent, at_defaults=True)
+    together = row["concurrent_8_at_defaults"]
+    assert together["served"] == 8 and together["refused"] == 0 and len(together["ttft_s"]) == 8
+    assert [s.get("max_new_tokens") for s in sent] == [3] * 16 + [None] * 8  # warm-up and run, then at the defaults
