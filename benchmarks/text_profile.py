@@ -230,21 +230,19 @@ def profile_variant(dep, variant: str, args) -> dict:
             name = "served_1x512_solo" if solo else f"batched_1x512_chunk{chunk}"
             row[name] = {"tok_s": round(statistics.median(t / w for w, t, _ in runs), 1)}
             print(variant, name, row[name], flush=True)
-        runs = [_batched(batch, prompt, 256, list(range(8)), 8) for _ in range(args.repeats)]
-        ttft = statistics.median(statistics.median(f) for _, _, f in runs)
-        row["batched_8x256_chunk8"] = {"prompt_tokens": int(prompt["input_ids"].shape[1]),
-                                       "aggregate_tok_s": round(statistics.median(t / w for w, t, _ in runs), 1),
-                                       "median_ttft_ms": round(1e3 * ttft, 1)}
+        def eight_at_once(inputs) -> dict:
+            runs = [_batched(batch, inputs, 256, list(range(8)), 8) for _ in range(args.repeats)]
+            return {"prompt_tokens": int(inputs["input_ids"].shape[1]),
+                    "aggregate_tok_s": round(statistics.median(t / w for w, t, _ in runs), 1),
+                    "median_ttft_ms": round(1e3 * statistics.median(statistics.median(f) for _, _, f in runs), 1)}
+
+        row["batched_8x256_chunk8"] = eight_at_once(prompt)
         print(variant, "batched 8", row["batched_8x256_chunk8"], flush=True)
         # The same with text-server's simultaneous request as the server tokenizes it (the chat template and its
         # system prompt: ~210 tokens for SmolLM3), where the case above prefills ~10 raw tokens. The difference is
         # the prefill's share of the server's figure (1,338 tok/s there against 1,848 above, H100, 2026-12-05).
-        served_prompt = {"input_ids": _templated(dep, tok, "Write a poem about the sea.").cuda()}
-        runs = [_batched(batch, served_prompt, 256, list(range(8)), 8) for _ in range(args.repeats)]
-        row["batched_8x256_served_prompt"] = {
-            "prompt_tokens": int(served_prompt["input_ids"].shape[1]),
-            "aggregate_tok_s": round(statistics.median(t / w for w, t, _ in runs), 1),
-            "median_ttft_ms": round(1e3 * statistics.median(statistics.median(f) for _, _, f in runs), 1)}
+        row["batched_8x256_served_prompt"] = eight_at_once(
+            {"input_ids": _templated(dep, tok, "Write a poem about the sea.").cuda()})
         print(variant, "batched 8, served prompt", row["batched_8x256_served_prompt"], flush=True)
 
     from torch.profiler import ProfilerActivity, profile

@@ -258,7 +258,7 @@ def server_figures(server, repeats: int, extra: dict, cases: dict, concurrent: d
     if at_defaults:
         defaults = {k: v for k, v in body.items() if k != "max_new_tokens"}
         row[f"concurrent_{rows_at_once}_at_defaults"] = at_once(1000, defaults)
-        print("concurrent at defaults", {k: v for k, v in row[f"concurrent_{rows_at_once}_at_defaults"].items()}, flush=True)
+        print("concurrent at defaults", row[f"concurrent_{rows_at_once}_at_defaults"], flush=True)
         progress(row)
     for case, inputs in longest.items():
         run_case(case, inputs)
