@@ -47,3 +47,65 @@ def test_the_engine_and_the_rows_decode_the_same_tokens_with_grouped_attention(n
             assert collector.result() == _tokens(plain, inputs, max_new_tokens=12, sampling=sampling), sampling
     finally:
         AttentionInterface.register(decode_attention.NAME, decode_attention.grouped_decode_attention)
+
+
+class _Layer:
+    """What sliding_window_of reads from a transformers attention module."""
+
+    def __init__(self, layer_type, window=6):
+        self.config = type("Config", (), {"layer_types": ["full_attention", layer_type], "sliding_window": window})()
+        self.layer_idx = 1
+
+
+def test_a_sliding_layer_reads_only_its_window_and_attends_as_over_the_whole_cache():
+    torch.manual_seed(0)
+    length, window = 40, 6
+    q, k, v = torch.randn(5, 8, 1, 16), torch.randn(5, 2, length, 16), torch.randn(5, 2, length, 16)
+    # Rows at the cache's start, inside it, at its very end, near it (the window moves back to fit), and a row whose
+    # own prompt began after some padding (allowed positions fewer than the window).
+    position = torch.tensor([2, 20, length - 1, length - 3, 30])
+    kv = torch.arange(length)
+    mask = (kv <= position[:, None]) & (kv > position[:, None] - window)
+    mask[4, 25:27] = False
+    mask = mask[:, None, None, :]
+    seen = []
+    real_last_window = decode_attention.last_window
+    decode_attention.last_window = lambda *a: seen.append(a[0].shape[2]) or real_last_window(*a)
+    try:
+        got, _ = decode_attention.grouped_decode_attention(_Layer("sliding_attention", window), q, k, v, mask, scaling=0.3)
+    finally:
+        decode_attention.last_window = real_last_window
+    want, _ = decode_attention.grouped_decode_attention(None, q, k, v, mask, scaling=0.3)  # every position read
+    assert seen == [length]
+    torch.testing.assert_close(got, want)
+    keys, _, kept = decode_attention.last_window(k, v, mask, window)
+    assert keys.shape[2] == window and kept.sum().item() == mask.sum().item()  # every allowed position, once
+
+
+def test_only_layers_built_with_a_sliding_mask_are_windowed():
+    assert decode_attention.sliding_window_of(_Layer("sliding_attention")) == 6
+    assert decode_attention.sliding_window_of(_Layer("full_attention")) is None
+    # Phi-3's attention passes its config's sliding_window to every layer; without layer_types no mask is known.
+    phi3_like = type("Attention", (), {"config": type("Config", (), {"sliding_window": 6})(), "layer_idx": 0})()
+    assert decode_attention.sliding_window_of(phi3_like) is None
+    assert decode_attention.sliding_window_of(None) is None
+
+
+def test_gemmas_sliding_layers_decode_through_their_window_with_sdpas_tokens(monkeypatch):
+    """The tiny Gemma 3 (sliding window 16) past its window, on the engine and in rows: the windowed layers are
+    taken, and the tokens are SDPA's."""
+    model, tok = _model("gemma3-4b-it")
+    inputs = _inputs("gemma3-4b-it", tok)
+    assert inputs["input_ids"].shape[1] > model.config.get_text_config().sliding_window
+    grouped = copy.deepcopy(model)
+    decode_attention.use_grouped_decode_attention(grouped)
+    windows = []
+    real_last_window = decode_attention.last_window
+    monkeypatch.setattr(decode_attention, "last_window", lambda k, v, m, w: windows.append(w) or real_last_window(k, v, m, w))
+    plain, fast = DecodeEngine(model, [256]), DecodeEngine(grouped, [256])
+    for sampling in SETTINGS:
+        assert _tokens(fast, inputs, max_new_tokens=12, sampling=sampling) == \
+            _tokens(plain, inputs, max_new_tokens=12, sampling=sampling), sampling
+    config = grouped.config.get_text_config()
+    assert set(windows) == {config.sliding_window}
+    assert len(windows) >= 11 * len(SETTINGS) * config.layer_types.count("sliding_attention")
