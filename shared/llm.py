@@ -20,6 +20,7 @@ from . import catalog, compile_cache, options as opts, url_input, weights
 from .batch_decode import BatchedDecoder, Request
 from .decode_attention import use_grouped_decode_attention
 from .decode_engine import DecodeEngine, Sampling
+from .int4_prefill import use_dequantized_prefill
 from .runtime import (InputError, Phases, explain_oom, log_event, peak_memory_gb, resolve_seed, return_freed_memory,
                       select_device)
 
@@ -103,6 +104,14 @@ def attention_option(gpu_default: str) -> opts.Option:
                        "decode steps attend over grouped KV heads without copying them (shared/decode_attention.py)")
 
 
+def int4_prefill_option(gpu_default: str) -> opts.Option:
+    """OPTIMIZE=int4_prefill: how prompts go through tinygemm int4 layers (hqq's torchao_int4 backend, on a GPU):
+    tinygemm itself, or each layer's weight dequantized for a bf16 matmul (shared/int4_prefill.py). Nothing
+    changes where no layer is tinygemm's (quantize=none, gemlite, CPU)."""
+    return opts.Option(gpu_default, "tinygemm", ("tinygemm", "dequantize"),
+                       "prompts through int4 layers: tinygemm, or the weights dequantized for a dense matmul")
+
+
 class TextGenerationRunner(BaseRunner):
     """Base for the chat deployments. Subclasses set `deployment`, `OPTIONS` and define `load_model()`."""
 
@@ -166,6 +175,8 @@ class TextGenerationRunner(BaseRunner):
             self.model, self.tokenizer, self.path = self.load_model()
             if self.options["attention"] == "grouped":
                 self.path += "+" + use_grouped_decode_attention(self.model)
+            if self.options.get("int4_prefill") == "dequantize" and (patched := use_dequantized_prefill(self.model)):
+                self.path += "+" + patched
         self.template = self._template()
         self.stop_ids = self.stop_token_ids()
         self.hidden_ids = torch.tensor(hidden_token_ids(self.text_tokenizer))  # once: Gemma has thousands of added tokens

@@ -14,7 +14,7 @@ from shared import compile as selective_compile, llm_backends, prune, quantize
 from shared.builders.text import load_gemma3
 from shared.fused_projections import fuse_projections
 from shared.images import load_rgb, sent_file
-from shared.llm import TextGenerationRunner, attention_option
+from shared.llm import TextGenerationRunner, attention_option, int4_prefill_option
 from shared.options import Option
 
 LANGUAGE_MODEL = "model.language_model"
@@ -50,6 +50,9 @@ class Runner(TextGenerationRunner):
         # copy, ~3.2 ms of a 6.4 ms step; grouped, ~1 ms, and decode rose from 155 to 221 tok/s (int4 weights,
         # H100, 2026-12-05, bench.py text-profile; the attention is the same whatever the weights).
         "attention": attention_option(gpu_default="grouped"),
+        # Prompts through the int4 layers (quantize=int4): tinygemm took 102.5 ms of a 560-token prompt's 108.7 (H100, 2026-12-05);
+        # dequantize: each layer's weight unpacked for a bf16 matmul (shared/int4_prefill.py). Opt-in until measured.
+        "int4_prefill": int4_prefill_option(gpu_default="tinygemm"),
         # Coordinate-descent tuning of the compiled int8 kernels (what torchao and gpt-fast turn on): costs
         # boot time, which the compile artifact carries. Cold, with both steps tuned, the boot ran past 575 s (H100,
         # 2026-12-05: 343 s for the single-stream step, the 8-row step still tuning); one-row tunes the

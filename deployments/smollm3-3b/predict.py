@@ -14,7 +14,7 @@ from shared import compile as selective_compile
 from shared import llm_backends, quantize
 from shared.builders.text import load_causal_lm
 from shared.fused_projections import fuse_projections
-from shared.llm import TextGenerationRunner, attention_option
+from shared.llm import TextGenerationRunner, attention_option, int4_prefill_option
 from shared.options import Option
 from shared.runtime import InputError
 
@@ -40,6 +40,9 @@ class Runner(TextGenerationRunner):
         "attention": attention_option(gpu_default="grouped"),
         # The prompt's forward compiled for any length (shared/decode_engine.py): eager, its Python cost ~60 ms of
         # a short prompt's first token (H100). Opt-in until measured on a GPU.
+        # Prompts through the int4 layers: tinygemm took 102.5 ms of a 560-token prompt's 108.7 (H100, 2026-12-05);
+        # dequantize: each layer's weight unpacked for a bf16 matmul (shared/int4_prefill.py). Opt-in until measured.
+        "int4_prefill": int4_prefill_option(gpu_default="tinygemm"),
         "prefill": Option("eager", "eager", ("eager", "compiled"), "compile the prompt's forward (time to first token)"),
         # Q, K, V as one matmul and gate, up as one (shared/fused_projections.py): 4 GEMVs per layer instead of 7.
         # With quantize=none or hqq (Pruna's smash picks its layers by name). Opt-in until measured on a GPU.

@@ -305,3 +305,18 @@ def test_a_request_at_the_defaults_fits_a_batched_row(runners, name, template_kw
     inputs = runner.encode([{"role": "user", "content": content}], template_kwargs, images)
     needed = inputs["input_ids"].shape[1] + _defaults(runner)["max_new_tokens"]
     assert needed <= runner.batch.row_tokens, f"{name}: {needed} tokens, rows of {runner.batch.row_tokens}"
+
+
+@pytest.mark.parametrize("value", ["dequantize", "tinygemm"])
+def test_int4_prefill_dequantize_patches_the_loaded_model_and_names_it_in_the_path(monkeypatch, value):
+    """OPTIMIZE=int4_prefill=dequantize hands the loaded model to shared/int4_prefill.py (its tinygemm layers exist on
+    a GPU only: tests/gpu/test_int4_prefill_gpu.py); tinygemm leaves it alone. On CPU the real call finds nothing."""
+    from shared import int4_prefill, llm
+
+    seen = []
+    monkeypatch.setattr(llm, "use_dequantized_prefill",
+                        lambda model: seen.append(model) or int4_prefill.use_dequantized_prefill(model) or "patched")
+    runner, text = set_up_and_say(monkeypatch, "smollm3-3b", f"int4_prefill={value}")
+    assert text
+    assert seen == ([runner.model] if value == "dequantize" else [])
+    assert runner.path.endswith("+patched") == (value == "dequantize")

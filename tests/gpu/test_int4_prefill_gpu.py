@@ -1,0 +1,50 @@
+"""shared/int4_prefill.py against torch's own tinygemm on a GPU: the unpacking undoes `_convert_weight_to_int4pack`
+for every inner k-tiling, the dequantized matmul gives `_weight_int4pack_mm`'s output, and a 2-layer SmolLM3 at real
+widths with HQQ int4 layers gives the same prompt logits patched as through tinygemm. CPU tests check the same
+functions against a lane-by-lane rewrite of the packing kernel (tests/unit/test_int4_prefill.py)."""
+
+import pytest
+import torch
+
+from shared import catalog, int4_prefill
+from shared.builders.text import build_random_causal_lm
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.mark.parametrize("inner_k_tiles", [2, 4, 8])
+def test_unpacking_undoes_torchs_packing(inner_k_tiles):
+    torch.manual_seed(inner_k_tiles)
+    values = torch.randint(0, 16, (2048, 1024), dtype=torch.uint8, device="cuda")
+    packed = torch.ops.aten._convert_weight_to_int4pack((values[:, ::2] << 4 | values[:, 1::2]).contiguous(), inner_k_tiles)
+    assert torch.equal(int4_prefill.unpack_int4pack(packed), values)
+
+
+def test_the_dequantized_matmul_gives_tinygemms_output():
+    torch.manual_seed(0)
+    n, k, group = 11008, 2048, 64
+    values = torch.randint(0, 16, (n, k), dtype=torch.uint8, device="cuda")
+    packed = torch.ops.aten._convert_weight_to_int4pack((values[:, ::2] << 4 | values[:, 1::2]).contiguous(), 8)
+    scales_and_zeros = torch.stack([torch.rand(k // group, n, device="cuda") / 50 + 0.001,
+                                    torch.randn(k // group, n, device="cuda") / 50], -1).to(torch.bfloat16)
+    x = torch.randn(512, k, device="cuda", dtype=torch.bfloat16)
+    want = torch.ops.aten._weight_int4pack_mm(x, packed, group, scales_and_zeros)
+    got = x @ int4_prefill.dequantize(packed, scales_and_zeros, group).t()
+    assert torch.nn.functional.cosine_similarity(got.float().flatten(), want.float().flatten(), dim=0) > 0.9999
+    torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2 * want.abs().max().item())
+
+
+def test_a_prompt_through_dequantized_layers_gives_tinygemms_logits(monkeypatch):
+    from shared import llm_backends
+
+    monkeypatch.setenv("SYNTHETIC_NUM_LAYERS", "2")
+    model, tok = build_random_causal_lm(catalog.get("smollm3-3b"), tiny=False, device="cuda", dtype=torch.bfloat16)
+    model, path = llm_backends.hqq_quantize(model, via="hqq", device="cuda", dtype=torch.bfloat16)
+    assert path == "hqq4-torchao_int4"
+    ids = torch.randint(0, model.config.vocab_size, (1, 300), device="cuda")
+    with torch.inference_mode():
+        want = model(ids).logits.float()
+        assert int4_prefill.use_dequantized_prefill(model) == "int4-prefill-dequantized:14"
+        got = model(ids).logits.float()
+    assert torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), dim=0) > 0.999
+    assert (got.argmax(-1) == want.argmax(-1)).float().mean() > 0.95
