@@ -17,7 +17,8 @@ builds (one 2,048-token cache, 8 rows, the same compile settings):
 Gemma 3 (text prompts: its language model's decode, which an image request decodes the same way) gets its
 deployment's one 10,240-token cache, HQQ on its language model only, and an eager prefill, as served.
 A variant "KERNEL+grouped" decodes with `attention=grouped` (shared/decode_attention.py) instead of SDPA;
-"+fused" fuses Q/K/V and gate/up first (`fuse_projections=on`, shared/fused_projections.py).
+"+fused" fuses Q/K/V and gate/up first (`fuse_projections=on`, shared/fused_projections.py); "+dqprefill" sends
+prompts through the int4 layers' dequantized weights (`int4_prefill=dequantize`, shared/int4_prefill.py).
 --single-only skips the batched decoder (its compile is the longer one): prefill, single stream, profile.
 --prefill-only compiles nothing: the eager 512-token prefill per variant, wall and GPU time, and its kernels (a minute
 per variant: where the time to first token goes).
@@ -110,6 +111,15 @@ def prefill_figures(model, tok, engine, repeats: int) -> dict:
         with torch.inference_mode():
             engine.prefill({"input_ids": ids}, cache)
 
+    # Eight ~200-token prompts in one forward, as the joint prefill of requests arriving together (SmolLM3's
+    # templated prompts are ~200 tokens; through the server 7 of 8 waited ~0.3 s for theirs, H200 2026-12-06).
+    together = ids[:, :200].repeat(8, 1)
+
+    def run_together():
+        with torch.inference_mode():
+            model(input_ids=together, use_cache=False, logits_to_keep=1)
+
+    times_together = [_sync_time(run_together) for _ in range(repeats + 2)][2:]
     times = [_sync_time(run) for _ in range(repeats + 2)][2:]  # two warm-ups: kernels load, then settle
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         run()
@@ -119,6 +129,8 @@ def prefill_figures(model, tok, engine, repeats: int) -> dict:
                         "runs_ms": [round(1e3 * t, 1) for t in times],
                         "gpu_ms": round(sum(e.device_time_total for e in prof.key_averages()
                                             if getattr(e, "device_time_total", 0)) / 1e3, 1)},
+            "prefill_8x200": {"median_ms": round(1e3 * statistics.median(times_together), 1),
+                              "runs_ms": [round(1e3 * t, 1) for t in times_together]},
             "profile_prefill_512": kernels}
 
 
@@ -131,12 +143,15 @@ def profile_variant(dep, variant: str, args) -> dict:
     from shared.decode_engine import DecodeEngine, Sampling
     from shared.fused_projections import fuse_projections
     from shared.cogserver import runner_class
+    from shared.int4_prefill import use_dequantized_prefill
 
     kernel, *flags = variant.split("+")
-    if set(flags) - {"grouped", "fused"}:
-        raise ValueError(f"unknown flags {sorted(set(flags) - {'grouped', 'fused'})} in variant {variant!r}")
+    known = {"grouped", "fused", "dqprefill"}
+    if set(flags) - known:
+        raise ValueError(f"unknown flags {sorted(set(flags) - known)} in variant {variant!r}")
     attention = "grouped" if "grouped" in flags else ""
-    row: dict = {"kernel": kernel, "attention": attention or "sdpa", "fused_projections": "fused" in flags}
+    row: dict = {"kernel": kernel, "attention": attention or "sdpa", "fused_projections": "fused" in flags,
+                 "int4_prefill": "dequantize" if "dqprefill" in flags else "tinygemm"}
     started = time.perf_counter()
     torch._dynamo.reset()
     gemma = dep.name == "gemma3-4b-it"
@@ -160,6 +175,8 @@ def profile_variant(dep, variant: str, args) -> dict:
             filter_fn=text_only or (quantize.not_lm_head if "fused" in flags else None))
     if attention == "grouped":
         use_grouped_decode_attention(model)
+    if "dqprefill" in flags:  # OPTIMIZE=int4_prefill=dequantize
+        row["path"] += "+" + str(use_dequantized_prefill(model))
     selective_compile.tune_kernels(False)  # as SmolLM3 sets it (kernel_tuning=off since 71c0392)
     row["load_s"] = round(time.perf_counter() - started, 1)
     if args.prefill_only:
