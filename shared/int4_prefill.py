@@ -8,7 +8,7 @@ prompts arriving together spent ~0.3 s there before any of them decoded (H200, 2
 torch offers no dequantize for tinygemm's packed layout short of an identity matmul (hqq's `dequantize()`: K rows
 through tinygemm, as slow as a K-token prompt). The layout is a fixed placement of nibbles, set by the kernel that
 packs it (`matrix_to_m16n8k16_Bint4_layout` in aten/src/ATen/native/cuda/int4mm.cu), so a few tensor ops undo it.
-For an input of at least MIN_ROWS rows, a patched layer dequantizes its weight into a transient bf16 matrix and
+For an input of at least MIN_ROWS rows (prompt tokens, all rows together), a patched layer dequantizes its weight into a transient bf16 matrix and
 multiplies with cuBLAS; decode steps (1 to 8 rows) keep tinygemm. No weight is stored twice.
 """
 
@@ -19,11 +19,12 @@ import types
 import torch
 import torch.nn.functional as F
 
-# Rows from which a layer dequantizes instead of calling tinygemm. tinygemm's cost grows with the rows (SmolLM3's
-# int4 matmuls: 1.6 ms a step at 1 row, 3.7 ms at 8, H100), dequantizing costs the same for any number of rows:
-# decode steps (at most 8 rows) stay on tinygemm, every prompt but the shortest is dequantized. An estimate from
-# those two figures, to be replaced by the measured crossing.
-MIN_ROWS = 32
+# Rows from which a layer dequantizes instead of calling tinygemm. Measured on SmolLM3 (H100, 2026-12-06, bench.py
+# text-profile --prefill-only): tinygemm costs ~0.2 ms a row for the whole model (101.6 ms of a 512-token prompt);
+# dequantizing costs ~39 ms whatever the rows (six eager passes over the weights), and cuBLAS little more. They
+# cross near 200 rows: a lone ~200-token prompt is as fast either way, a 512-token one took 60 ms instead of 110,
+# and eight 200-token prompts in one forward 68 ms instead of 329. Decode steps (at most 8 rows) stay on tinygemm.
+MIN_ROWS = 256
 
 # The hqq layer class whose `weight_int4pack` is in tinygemm's layout (hqq 0.2.7.post1 / 0.2.8.post1).
 TINYGEMM_LAYER = "HQQLinearTorchWeightOnlynt4"

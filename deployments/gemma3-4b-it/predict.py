@@ -50,9 +50,9 @@ class Runner(TextGenerationRunner):
         # copy, ~3.2 ms of a 6.4 ms step; grouped, ~1 ms, and decode rose from 155 to 221 tok/s (int4 weights,
         # H100, 2026-12-05, bench.py text-profile; the attention is the same whatever the weights).
         "attention": attention_option(gpu_default="grouped"),
-        # Prompts through the int4 layers (quantize=int4): tinygemm took 102.5 ms of a 560-token prompt's 108.7 (H100, 2026-12-05);
-        # dequantize: each layer's weight unpacked for a bf16 matmul (shared/int4_prefill.py). Opt-in until measured.
-        "int4_prefill": int4_prefill_option(gpu_default="tinygemm"),
+        # Prompts through the int4 layers (quantize=int4; shared/int4_prefill.py): a 512-token prompt's prefill took
+        # 88 ms instead of 150, and eight 200-token prompts together 83 ms instead of 374 (H100, 2026-12-06, in process).
+        "int4_prefill": int4_prefill_option(gpu_default="dequantize"),
         # Coordinate-descent tuning of the compiled int8 kernels (what torchao and gpt-fast turn on): costs
         # boot time, which the compile artifact carries. Cold, with both steps tuned, the boot ran past 575 s (H100,
         # 2026-12-05: 343 s for the single-stream step, the 8-row step still tuning); one-row tunes the

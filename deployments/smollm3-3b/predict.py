@@ -40,9 +40,10 @@ class Runner(TextGenerationRunner):
         "attention": attention_option(gpu_default="grouped"),
         # The prompt's forward compiled for any length (shared/decode_engine.py): eager, its Python cost ~60 ms of
         # a short prompt's first token (H100). Opt-in until measured on a GPU.
-        # Prompts through the int4 layers: tinygemm took 102.5 ms of a 560-token prompt's 108.7 (H100, 2026-12-05);
-        # dequantize: each layer's weight unpacked for a bf16 matmul (shared/int4_prefill.py). Opt-in until measured.
-        "int4_prefill": int4_prefill_option(gpu_default="tinygemm"),
+        # Prompts through the int4 layers (shared/int4_prefill.py): tinygemm took 102 ms of a 512-token prompt's 110;
+        # dequantized for a bf16 matmul, the first token of a 512-token prompt came in 59 ms instead of 114 and 8
+        # requests at once gave 1,620 tok/s instead of 1,338 (H100, 2026-12-06, through the Cog server).
+        "int4_prefill": int4_prefill_option(gpu_default="dequantize"),
         "prefill": Option("eager", "eager", ("eager", "compiled"), "compile the prompt's forward (time to first token)"),
         # Q, K, V as one matmul and gate, up as one (shared/fused_projections.py): 4 GEMVs per layer instead of 7.
         # With quantize=none or hqq (Pruna's smash picks its layers by name). Opt-in until measured on a GPU.
