@@ -8,8 +8,9 @@ prompts arriving together spent ~0.3 s there before any of them decoded (H200, 2
 torch offers no dequantize for tinygemm's packed layout short of an identity matmul (hqq's `dequantize()`: K rows
 through tinygemm, as slow as a K-token prompt). The layout is a fixed placement of nibbles, set by the kernel that
 packs it (`matrix_to_m16n8k16_Bint4_layout` in aten/src/ATen/native/cuda/int4mm.cu), so a few tensor ops undo it.
-For an input of at least MIN_ROWS rows (prompt tokens, all rows together), a patched layer dequantizes its weight into a transient bf16 matrix and
-multiplies with cuBLAS; decode steps (1 to 8 rows) keep tinygemm. No weight is stored twice.
+For an input of at least MIN_ROWS rows (prompt tokens, all rows together), a patched layer dequantizes its weight
+into a transient bf16 matrix and multiplies with cuBLAS; decode steps (1 to 8 rows) keep tinygemm. No weight is
+stored twice.
 """
 
 from __future__ import annotations
