@@ -18,7 +18,8 @@ Gemma 3 (text prompts: its language model's decode, which an image request decod
 deployment's one 10,240-token cache, HQQ on its language model only, and an eager prefill, as served.
 A variant "KERNEL+grouped" decodes with `attention=grouped` (shared/decode_attention.py) instead of SDPA;
 "+fused" fuses Q/K/V and gate/up first (`fuse_projections=on`, shared/fused_projections.py); "+dqprefill" sends
-prompts through the int4 layers' dequantized weights (`int4_prefill=dequantize`, shared/int4_prefill.py).
+prompts through the int4 layers' dequantized weights (`int4_prefill=dequantize`, shared/int4_prefill.py), "+dqcompiled"
+the same as one compiled kernel per weight shape (`int4_prefill=dequantize-compiled`).
 --single-only skips the batched decoder (its compile is the longer one): prefill, single stream, profile.
 --prefill-only compiles nothing: the eager 512-token prefill per variant, wall and GPU time, and its kernels (a minute
 per variant: where the time to first token goes).
@@ -146,12 +147,13 @@ def profile_variant(dep, variant: str, args) -> dict:
     from shared.int4_prefill import use_dequantized_prefill
 
     kernel, *flags = variant.split("+")
-    known = {"grouped", "fused", "dqprefill"}
+    known = {"grouped", "fused", "dqprefill", "dqcompiled"}
     if set(flags) - known:
         raise ValueError(f"unknown flags {sorted(set(flags) - known)} in variant {variant!r}")
     attention = "grouped" if "grouped" in flags else ""
     row: dict = {"kernel": kernel, "attention": attention or "sdpa", "fused_projections": "fused" in flags,
-                 "int4_prefill": "dequantize" if "dqprefill" in flags else "tinygemm"}
+                 "int4_prefill": ("dequantize-compiled" if "dqcompiled" in flags else
+                                  "dequantize" if "dqprefill" in flags else "tinygemm")}
     started = time.perf_counter()
     torch._dynamo.reset()
     gemma = dep.name == "gemma3-4b-it"
@@ -175,8 +177,10 @@ def profile_variant(dep, variant: str, args) -> dict:
             filter_fn=text_only or (quantize.not_lm_head if "fused" in flags else None))
     if attention == "grouped":
         use_grouped_decode_attention(model)
-    if "dqprefill" in flags:  # OPTIMIZE=int4_prefill=dequantize
-        row["path"] += "+" + str(use_dequantized_prefill(model))
+    if {"dqprefill", "dqcompiled"} & set(flags):  # OPTIMIZE=int4_prefill=dequantize / dequantize-compiled
+        started_patch = time.perf_counter()
+        row["path"] += "+" + str(use_dequantized_prefill(model, compiled="dqcompiled" in flags))
+        row["int4_prefill_setup_s"] = round(time.perf_counter() - started_patch, 1)  # the compiles, if any
     selective_compile.tune_kernels(False)  # as SmolLM3 sets it (kernel_tuning=off since 71c0392)
     row["load_s"] = round(time.perf_counter() - started, 1)
     if args.prefill_only:

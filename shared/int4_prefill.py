@@ -15,6 +15,7 @@ stored twice.
 
 from __future__ import annotations
 
+import functools
 import types
 
 import torch
@@ -45,9 +46,14 @@ def unpack_int4pack(packed: torch.Tensor) -> torch.Tensor:
     as_bytes = packed.contiguous().view(torch.uint8).view(*packed.shape, 4)  # little-endian: byte b = nibbles 2b, 2b+1
     torch.bitwise_and(as_bytes, 0xF, out=nibbles[..., 0])
     torch.bitwise_right_shift(as_bytes, 4, out=nibbles[..., 1])
+    return _rows_and_columns(nibbles, n_tiles, k_outer, pairs)
+
+
+def _rows_and_columns(nibbles: torch.Tensor, n_tiles: int, k_outer: int, pairs: int) -> torch.Tensor:
+    """Nibbles in packed order (per int32 word, nibble p from the least significant) placed at their [N, K]."""
     # [tile, k_outer, t // 4, t % 4, pair, hl, i2, i1] -> [tile, t // 4 | k_outer, pair, i2, i1, t % 4, hl]
-    nibbles = nibbles.view(n_tiles, k_outer, 8, 4, pairs, 2, 2, 2)
-    return nibbles.permute(0, 2, 1, 4, 6, 7, 3, 5).reshape(n_tiles * 8, k_outer * pairs * 32)
+    grid = nibbles.view(n_tiles, k_outer, 8, 4, pairs, 2, 2, 2)
+    return grid.permute(0, 2, 1, 4, 6, 7, 3, 5).reshape(n_tiles * 8, k_outer * pairs * 32)
 
 
 def dequantize(packed: torch.Tensor, scales_and_zeros: torch.Tensor, group_size: int,
@@ -62,22 +68,57 @@ def dequantize(packed: torch.Tensor, scales_and_zeros: torch.Tensor, group_size:
     return torch.addcmul(zeros, weight, scales, out=weight).view(n, k)
 
 
+def dequantize_expression(packed: torch.Tensor, scales_and_zeros: torch.Tensor, group_size: int,
+                          dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """`dequantize()` written as one expression (no `out=`, nothing in place) for Inductor to fuse into a single
+    kernel that reads the int4 words once and writes the weight once. Eagerly it makes an int32 per value, which is
+    why `dequantize()` stays the eager path."""
+    n_tiles, k_outer, _, pairs = packed.shape
+    shifts = torch.arange(0, 32, 4, dtype=torch.int32, device=packed.device)
+    values = _rows_and_columns((packed.unsqueeze(-1) >> shifts) & 0xF, n_tiles, k_outer, pairs)
+    n, k = values.shape
+    scales, zeros = (scales_and_zeros[..., i].t().to(dtype)[..., None] for i in (0, 1))
+    return ((values.view(n, k // group_size, group_size).to(dtype) - 8) * scales + zeros).view(n, k)
+
+
+@functools.cache
+def _compiled_dequantize():
+    """One compiled function; Dynamo specializes it per weight shape (SmolLM3 has 4, Gemma 3 5, under its limit of 8).
+    Inductor on a GPU; Dynamo's eager backend on CPU, as for the decode step (shared/compile.py)."""
+    from .compile import default_backend
+
+    return torch.compile(dequantize_expression, backend=default_backend(), dynamic=False, fullgraph=True)
+
+
 def _matmul(layer, x: torch.Tensor) -> torch.Tensor:
     """The layer's `matmul` (input already padded to its packed width): tinygemm for few rows, else the weight
     dequantized and a dense matmul."""
     if x.numel() // x.shape[-1] < MIN_ROWS:
         return layer.tinygemm_matmul(x)
-    weight = dequantize(layer.weight_int4pack, layer.scales_and_zeros, layer.groupsize, x.dtype)
+    if layer.dequantize_compiled:
+        weight = _compiled_dequantize()(layer.weight_int4pack, layer.scales_and_zeros, layer.groupsize, x.dtype)
+    else:
+        weight = dequantize(layer.weight_int4pack, layer.scales_and_zeros, layer.groupsize, x.dtype)
     return F.linear(x, weight[: layer.out_features])
 
 
-def use_dequantized_prefill(model) -> str | None:
+def use_dequantized_prefill(model, compiled: bool = False) -> str | None:
     """Patch every tinygemm layer of `model` (see the module's docstring); what it did, for the path, or None where
-    the model has no such layer left to patch."""
-    patched = 0
+    the model has no such layer left to patch. `compiled`: the dequantize as one compiled kernel per weight shape,
+    compiled here, at load, under inference mode as requests run: never inside a request."""
+    patched, shapes = 0, {}
     for module in model.modules():
         if type(module).__name__ == TINYGEMM_LAYER and not hasattr(module, "tinygemm_matmul"):
             module.tinygemm_matmul = module.matmul
             module.matmul = types.MethodType(_matmul, module)
+            module.dequantize_compiled = compiled
+            shapes.setdefault((module.weight_int4pack.shape, module.scales_and_zeros.shape, module.groupsize), module)
             patched += 1
-    return f"int4-prefill-dequantized:{patched}" if patched else None
+    if compiled:
+        with torch.inference_mode():
+            for layer in shapes.values():
+                _compiled_dequantize()(layer.weight_int4pack, layer.scales_and_zeros, layer.groupsize,
+                                       layer.compute_dtype)  # the dtype prompts come in
+    if not patched:
+        return None
+    return f"int4-prefill-dequantized{'-compiled' if compiled else ''}:{patched}"

@@ -106,9 +106,10 @@ def attention_option(gpu_default: str) -> opts.Option:
 
 def int4_prefill_option(gpu_default: str) -> opts.Option:
     """OPTIMIZE=int4_prefill: how prompts go through tinygemm int4 layers (hqq's torchao_int4 backend, on a GPU):
-    tinygemm itself, or each layer's weight dequantized for a bf16 matmul (shared/int4_prefill.py). Nothing
-    changes where no layer is tinygemm's (quantize=none, gemlite, CPU)."""
-    return opts.Option(gpu_default, "tinygemm", ("tinygemm", "dequantize"),
+    tinygemm itself, or each layer's weight dequantized for a bf16 matmul (shared/int4_prefill.py), eagerly or as
+    one compiled kernel per weight shape (`dequantize-compiled`, compiled at load). Nothing changes where no layer
+    is tinygemm's (quantize=none, gemlite, CPU)."""
+    return opts.Option(gpu_default, "tinygemm", ("tinygemm", "dequantize", "dequantize-compiled"),
                        "prompts through int4 layers: tinygemm, or the weights dequantized for a dense matmul")
 
 
@@ -175,7 +176,9 @@ class TextGenerationRunner(BaseRunner):
             self.model, self.tokenizer, self.path = self.load_model()
             if self.options["attention"] == "grouped":
                 self.path += "+" + use_grouped_decode_attention(self.model)
-            if self.options.get("int4_prefill") == "dequantize" and (patched := use_dequantized_prefill(self.model)):
+            int4_prefill = self.options.get("int4_prefill", "tinygemm")
+            if int4_prefill != "tinygemm" and (patched := use_dequantized_prefill(
+                    self.model, compiled=int4_prefill == "dequantize-compiled")):
                 self.path += "+" + patched
         self.template = self._template()
         self.stop_ids = self.stop_token_ids()

@@ -52,6 +52,8 @@ class Runner(TextGenerationRunner):
         "attention": attention_option(gpu_default="grouped"),
         # Prompts through the int4 layers (quantize=int4; shared/int4_prefill.py): a 512-token prompt's prefill took
         # 88 ms instead of 150, and eight 200-token prompts together 83 ms instead of 374 (H100, 2026-12-06, in process).
+        # dequantize-compiled: the same as one fused kernel per weight shape (~3 ms of the ~39 ms the eager passes
+        # take, by the bytes), compiled at load: opt-in until measured.
         "int4_prefill": int4_prefill_option(gpu_default="dequantize"),
         # Coordinate-descent tuning of the compiled int8 kernels (what torchao and gpt-fast turn on): costs
         # boot time, which the compile artifact carries. Cold, with both steps tuned, the boot ran past 575 s (H100,

@@ -43,6 +43,8 @@ class Runner(TextGenerationRunner):
         # Prompts through the int4 layers (shared/int4_prefill.py): tinygemm took 102 ms of a 512-token prompt's 110;
         # dequantized for a bf16 matmul, the first token of a 512-token prompt came in 59 ms instead of 114 and 8
         # requests at once gave 1,620 tok/s instead of 1,338 (H100, 2026-12-06, through the Cog server).
+        # dequantize-compiled: the same as one fused kernel per weight shape (~3 ms of the ~39 ms the eager passes
+        # take, by the bytes), compiled at load: opt-in until measured.
         "int4_prefill": int4_prefill_option(gpu_default="dequantize"),
         "prefill": Option("eager", "eager", ("eager", "compiled"), "compile the prompt's forward (time to first token)"),
         # Q, K, V as one matmul and gate, up as one (shared/fused_projections.py): 4 GEMVs per layer instead of 7.

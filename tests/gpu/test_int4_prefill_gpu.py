@@ -1,7 +1,7 @@
 """shared/int4_prefill.py against torch's own tinygemm on a GPU: the unpacking undoes `_convert_weight_to_int4pack`
 for every inner k-tiling, the dequantized matmul gives `_weight_int4pack_mm`'s output, and a 2-layer SmolLM3 at real
-widths with HQQ int4 layers gives the same prompt logits patched as through tinygemm. CPU tests check the same
-functions against a lane-by-lane rewrite of the packing kernel (tests/unit/test_int4_prefill.py)."""
+widths with HQQ int4 layers gives the same prompt logits patched (eagerly or compiled) as through tinygemm. CPU
+tests check the same functions against a lane-by-lane rewrite of the packing kernel (tests/unit/test_int4_prefill.py)."""
 
 import pytest
 import torch
@@ -34,9 +34,13 @@ def test_the_dequantized_matmul_gives_tinygemms_output():
     torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2 * want.abs().max().item())
 
 
-def test_a_prompt_through_dequantized_layers_gives_tinygemms_logits(monkeypatch):
+@pytest.mark.parametrize("compiled", [False, True])
+def test_a_prompt_through_dequantized_layers_gives_tinygemms_logits(monkeypatch, compiled):
+    """Eager, and `dequantize-compiled` (Inductor's fused kernel per weight shape, compiled when patched)."""
     from shared import llm_backends
 
+    torch._dynamo.reset()
+    int4_prefill._compiled_dequantize.cache_clear()
     monkeypatch.setenv("SYNTHETIC_NUM_LAYERS", "2")
     model, tok = build_random_causal_lm(catalog.get("smollm3-3b"), tiny=False, device="cuda", dtype=torch.bfloat16)
     model, path = llm_backends.hqq_quantize(model, via="hqq", device="cuda", dtype=torch.bfloat16)
@@ -44,7 +48,8 @@ def test_a_prompt_through_dequantized_layers_gives_tinygemms_logits(monkeypatch)
     ids = torch.randint(0, model.config.vocab_size, (1, 300), device="cuda")
     with torch.inference_mode():
         want = model(ids).logits.float()
-        assert int4_prefill.use_dequantized_prefill(model) == "int4-prefill-dequantized:14"
+        assert int4_prefill.use_dequantized_prefill(model, compiled=compiled) == \
+            f"int4-prefill-dequantized{'-compiled' if compiled else ''}:14"
         got = model(ids).logits.float()
     assert torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), dim=0) > 0.999
     assert (got.argmax(-1) == want.argmax(-1)).float().mean() > 0.95

@@ -64,6 +64,7 @@ class HQQLinearTorchWeightOnlynt4(torch.nn.Module):
         s, z = self.scales_and_zeros.float().unbind(-1)
         self.exact = ((values.float() - 8) * s.t().repeat_interleave(group, 1) + z.t().repeat_interleave(group, 1))
         self.groupsize, self.out_features, self.calls = group, out_features, 0
+        self.compute_dtype = torch.float32  # hqq's: the dtype its inputs come in (bf16 on a GPU)
 
     def matmul(self, x):
         self.calls += 1
@@ -99,3 +100,36 @@ def test_patching_twice_keeps_tinygemm_for_decode_steps():
 def test_a_model_without_tinygemm_layers_is_left_as_it_is():
     model = torch.nn.Sequential(torch.nn.Linear(4, 4))
     assert int4_prefill.use_dequantized_prefill(model) is None and "matmul" not in vars(model[0])
+
+
+def test_the_expression_for_the_compiler_gives_the_eager_dequantize():
+    torch.manual_seed(1)
+    n, k, group = 16, 256, 64
+    values = torch.randint(0, 16, (n, k), dtype=torch.uint8)
+    packed = _pack_like_tinygemm(values, 4)
+    scales_and_zeros = torch.stack([torch.rand(k // group, n) + 0.5, torch.randn(k // group, n)], -1)  # float32
+    want = int4_prefill.dequantize(packed, scales_and_zeros, group, torch.float32)
+    torch.testing.assert_close(int4_prefill.dequantize_expression(packed, scales_and_zeros, group, torch.float32), want)
+
+
+def test_compiled_prefill_layers_compile_each_weight_shape_at_load_and_give_the_same_output():
+    """dequantize-compiled: one compile per weight shape, when patched (Dynamo's eager backend on CPU; Inductor on a
+    GPU), and the prompt's output the eager patch gives. Two shapes here, three layers."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    int4_prefill._compiled_dequantize.cache_clear()
+    counters.clear()
+    model = torch.nn.Sequential(HQQLinearTorchWeightOnlynt4(20, 256), HQQLinearTorchWeightOnlynt4(20, 256),
+                                HQQLinearTorchWeightOnlynt4(24, 128, group=32))
+    prompt = torch.randn(int4_prefill.MIN_ROWS, 256)
+    with torch.no_grad():
+        want = model[1](prompt)
+    assert int4_prefill.use_dequantized_prefill(model, compiled=True) == "int4-prefill-dequantized-compiled:3"
+    compiled_at_load = counters["stats"]["unique_graphs"]
+    assert compiled_at_load == 2
+    with torch.inference_mode():
+        got = model[1](prompt)
+        model[2](torch.randn(int4_prefill.MIN_ROWS, 128))
+    assert counters["stats"]["unique_graphs"] == compiled_at_load  # nothing compiled inside a request
+    torch.testing.assert_close(got, want)

@@ -307,16 +307,20 @@ def test_a_request_at_the_defaults_fits_a_batched_row(runners, name, template_kw
     assert needed <= runner.batch.row_tokens, f"{name}: {needed} tokens, rows of {runner.batch.row_tokens}"
 
 
-@pytest.mark.parametrize("value", ["dequantize", "tinygemm"])
+@pytest.mark.parametrize("value", ["dequantize", "dequantize-compiled", "tinygemm"])
 def test_int4_prefill_dequantize_patches_the_loaded_model_and_names_it_in_the_path(monkeypatch, value):
     """OPTIMIZE=int4_prefill=dequantize hands the loaded model to shared/int4_prefill.py (its tinygemm layers exist on
     a GPU only: tests/gpu/test_int4_prefill_gpu.py); tinygemm leaves it alone. On CPU the real call finds nothing."""
     from shared import int4_prefill, llm
 
     seen = []
-    monkeypatch.setattr(llm, "use_dequantized_prefill",
-                        lambda model: seen.append(model) or int4_prefill.use_dequantized_prefill(model) or "patched")
+
+    def patch(model, compiled):
+        seen.append((model, compiled))
+        return int4_prefill.use_dequantized_prefill(model, compiled) or "patched"
+
+    monkeypatch.setattr(llm, "use_dequantized_prefill", patch)
     runner, text = set_up_and_say(monkeypatch, "smollm3-3b", f"int4_prefill={value}")
     assert text
-    assert seen == ([runner.model] if value == "dequantize" else [])
-    assert runner.path.endswith("+patched") == (value == "dequantize")
+    assert seen == ([(runner.model, value == "dequantize-compiled")] if value != "tinygemm" else [])
+    assert runner.path.endswith("+patched") == (value != "tinygemm")
