@@ -2,7 +2,8 @@
 
 Loads SmolLM3-3B (bf16), quantizes every decoder Linear to 4-bit HQQ (through Pruna on GPU, hqq
 directly on CPU, where Pruna refuses) and decodes with a static KV cache and a compiled one-token
-step. Prompts go through SmolLM3's own chat template (vendored), which holds the /think logic.
+step; a prompt multiplies by the int4 weights dequantized, where the int4 kernel is slow for many rows.
+Prompts go through SmolLM3's own chat template (vendored), which holds the /think logic.
 """
 
 from typing import Optional
@@ -40,13 +41,13 @@ class Runner(TextGenerationRunner):
         "attention": attention_option(gpu_default="grouped"),
         # The prompt's forward compiled for any length (shared/decode_engine.py): eager, its Python cost ~60 ms of
         # a short prompt's first token (H100). Opt-in until measured on a GPU.
+        "prefill": Option("eager", "eager", ("eager", "compiled"), "compile the prompt's forward (time to first token)"),
         # Prompts through the int4 layers (shared/int4_prefill.py): tinygemm took 102 ms of a 512-token prompt's 110;
         # dequantized for a bf16 matmul, the first token of a 512-token prompt came in 59 ms instead of 114 and 8
         # requests at once gave 1,620 tok/s instead of 1,338 (H100, 2026-12-06, through the Cog server).
         # dequantize-compiled: the same as one fused kernel per weight shape (~3 ms of the ~39 ms the eager passes
         # take, by the bytes), compiled at load: opt-in until measured.
         "int4_prefill": int4_prefill_option(gpu_default="dequantize"),
-        "prefill": Option("eager", "eager", ("eager", "compiled"), "compile the prompt's forward (time to first token)"),
         # Q, K, V as one matmul and gate, up as one (shared/fused_projections.py): 4 GEMVs per layer instead of 7.
         # With quantize=none or hqq (Pruna's smash picks its layers by name). Opt-in until measured on a GPU.
         "fuse_projections": Option("off", "off", ("on", "off"), "one matmul for Q, K, V and one for gate, up"),
