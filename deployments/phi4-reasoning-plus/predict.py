@@ -3,7 +3,8 @@
 Loads the catalog's Phi-4-reasoning-plus checkpoint (bf16) with Unsloth's FastLanguageModel and its inference mode
 on GPU; on CPU (tiny weights) the same model class runs through plain transformers. On GPU the decode step is
 compiled and attends over the grouped KV heads. Opt-in: 4-bit weights (`OPTIMIZE=quantize=4bit`, Unsloth's NF4
-load). Prompts use the checkpoint's own chat template (Phi's reasoning system prompt).
+load; `quantize=int4`, HQQ after Unsloth's 16-bit load). Prompts use the checkpoint's own chat template (Phi's
+reasoning system prompt).
 """
 
 from typing import Optional
@@ -12,7 +13,7 @@ import cog
 from cog import AsyncConcatenateIterator, Input
 
 from shared import llm_backends
-from shared.llm import TextGenerationRunner, attention_option
+from shared.llm import TextGenerationRunner, attention_option, int4_prefill_option
 from shared.options import Option
 
 MAX_SEQ_LENGTH = 32768
@@ -27,8 +28,13 @@ class Runner(TextGenerationRunner):
         # 4-bit stays opt-in: bitsandbytes' NF4 decoded 115 tok/s alone but 289 tok/s for 8 requests at once
         # (its kernel for more than one row dequantizes every weight to bf16 each step), against 85 and 546 in
         # 16 bits, and served in 13.0 GB (H100, 2026-12-05, bench.py text-server; docs/optimizations.md).
-        "quantize": Option("none", "none", ("none", "4bit"),
-                           "4-bit weights: Unsloth's bitsandbytes NF4 load on GPU (bitsandbytes NF4 on CPU)"),
+        # int4: Unsloth's 16-bit load, then HQQ 4-bit weights served by torch's tinygemm, which SmolLM3 serves with
+        # a step of 1.6 ms for one row and 3.7 ms for eight (its 3B weights) where bitsandbytes dequantizes every
+        # weight for more than one row; its prompts through the weights dequantized (int4_prefill). Built
+        # 2026-12-06, not yet measured: opt-in.
+        "quantize": Option("none", "none", ("none", "4bit", "int4"),
+                           "4-bit weights: Unsloth's bitsandbytes NF4 load (4bit) or HQQ int4 after Unsloth's load (int4)"),
+        "int4_prefill": int4_prefill_option(gpu_default="dequantize"),
         # The compiled step with grouped attention: 84.9 tok/s for 512 tokens (72% of the bf16 roofline) and 546
         # tok/s for 8 requests at once, against 44 for HF generate and ~20 for Unsloth's own eager inference; a
         # cold boot compiles for ~150 s (175 s to ready; 49 s from a warm compile cache). H100, 2026-12-05.
@@ -40,7 +46,10 @@ class Runner(TextGenerationRunner):
         model, tokenizer, path = llm_backends.load_with_unsloth(
             self.dep, self.source, device=self.hw.device, dtype=self.hw.dtype, max_seq_length=MAX_SEQ_LENGTH,
             four_bit=self.options["quantize"] == "4bit", compiled_decode=self.options["compile"] == "on")
-        if self.options["quantize"] == "4bit":
+        if self.options["quantize"] == "int4":
+            model, how = llm_backends.hqq_quantize(model, via="hqq", device=self.hw.device, dtype=self.hw.dtype)
+            path += "+" + how
+        if self.options["quantize"] in ("4bit", "int4"):
             # The 4-bit mode is the small one (the product's claim: 12 GB). With 8 rows of 2,048 it served in 13.0 GB,
             # 3.4 GB of it KV (H100, 2026-12-05). 5 rows of 2,048 fit the 10,240 positions the single-stream cache has
             # anyway, so the KV is 2.1 GB: ~11.8 GB by the shapes, not yet measured. Requests of up to 2,048 tokens are

@@ -344,3 +344,17 @@ def test_a_compiled_prefill_is_also_warmed_past_the_int4_prefill_threshold(monke
     runner.setup()
     assert (int4_prefill.MIN_ROWS in lengths) == (prefill == "compiled")
     assert len(lengths) == (2 if prefill == "compiled" else 1)
+
+
+def test_phi4_int4_mode_quantizes_unsloths_16bit_load_with_hqq_and_keeps_the_small_rows(monkeypatch):
+    """OPTIMIZE=quantize=int4: Unsloth's 16-bit load (plain transformers on CPU), then HQQ 4-bit on every Linear but
+    lm_head (tinygemm's layers on a GPU, HQQ's own here), with the 4-bit mode's 5 rows of 2,048."""
+    monkeypatch.setenv("OPTIMIZE", "quantize=int4,compile=on")
+    runner = load_runner("phi4-reasoning-plus")
+    runner.setup()
+    assert runner.path == "transformers (CPU)+hqq4+compiled-decode" and runner.engine.compiled
+    modules = dict(runner.model.named_modules())
+    assert [n for n, m in modules.items() if type(m) is torch.nn.Linear] == ["lm_head"]
+    assert sum(type(m).__name__ == "HQQLinear" for m in modules.values()) == 4 * runner.model.config.num_hidden_layers
+    assert (runner.batch.rows, runner.batch.row_tokens) == (5, 2048)
+    assert _text(runner, messages=_messages("phi4-reasoning-plus"))
