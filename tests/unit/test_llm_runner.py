@@ -172,15 +172,23 @@ def test_grouped_attention_is_an_option_of_every_text_deployment_with_the_same_t
     assert grouped and grouped == plain
 
 
-def test_phi4_has_a_4bit_mode_its_path_names(monkeypatch):
-    """OPTIMIZE=quantize=4bit: Unsloth's NF4 load on a GPU; on CPU, bitsandbytes NF4 over the same layers
-    (lm_head stays 16-bit, as Unsloth's load keeps it), under the compiled decode step."""
-    monkeypatch.setenv("OPTIMIZE", "quantize=4bit,compile=on")
+def _phi4_in_4_bits(monkeypatch, quantize: str):
+    """Phi-4 set up under OPTIMIZE=quantize=`quantize` with the compiled step, and its modules by name. Its 4-bit
+    modes leave lm_head the only 16-bit Linear, as Unsloth's load does."""
+    monkeypatch.setenv("OPTIMIZE", f"quantize={quantize},compile=on")
     runner = load_runner("phi4-reasoning-plus")
     runner.setup()
-    assert runner.path == "transformers (CPU)+bitsandbytes.nf4+compiled-decode" and runner.engine.compiled
+    assert runner.engine.compiled
     modules = dict(runner.model.named_modules())
     assert [n for n, m in modules.items() if type(m) is torch.nn.Linear] == ["lm_head"]
+    return runner, modules
+
+
+def test_phi4_has_a_4bit_mode_its_path_names(monkeypatch):
+    """OPTIMIZE=quantize=4bit: Unsloth's NF4 load on a GPU; on CPU, bitsandbytes NF4 over the same layers, under
+    the compiled decode step."""
+    runner, modules = _phi4_in_4_bits(monkeypatch, "4bit")
+    assert runner.path == "transformers (CPU)+bitsandbytes.nf4+compiled-decode"
     assert sum(type(m).__name__ == "Linear4bit" and m.weight.quant_type == "nf4" for m in modules.values()) > 0
     assert _text(runner, messages=_messages("phi4-reasoning-plus"))
     # Its rows are 5 x 2,048, within the single-stream cache's positions: its KV memory is that cache's alone (the
@@ -349,12 +357,8 @@ def test_a_compiled_prefill_is_also_warmed_past_the_int4_prefill_threshold(monke
 def test_phi4_int4_mode_quantizes_unsloths_16bit_load_with_hqq_and_keeps_the_small_rows(monkeypatch):
     """OPTIMIZE=quantize=int4: Unsloth's 16-bit load (plain transformers on CPU), then HQQ 4-bit on every Linear but
     lm_head (tinygemm's layers on a GPU, HQQ's own here), with the 4-bit mode's 5 rows of 2,048."""
-    monkeypatch.setenv("OPTIMIZE", "quantize=int4,compile=on")
-    runner = load_runner("phi4-reasoning-plus")
-    runner.setup()
-    assert runner.path == "transformers (CPU)+hqq4+compiled-decode" and runner.engine.compiled
-    modules = dict(runner.model.named_modules())
-    assert [n for n, m in modules.items() if type(m) is torch.nn.Linear] == ["lm_head"]
+    runner, modules = _phi4_in_4_bits(monkeypatch, "int4")
+    assert runner.path == "transformers (CPU)+hqq4+compiled-decode"
     assert sum(type(m).__name__ == "HQQLinear" for m in modules.values()) == 4 * runner.model.config.num_hidden_layers
     assert (runner.batch.rows, runner.batch.row_tokens) == (5, 2048)
     assert _text(runner, messages=_messages("phi4-reasoning-plus"))
