@@ -95,7 +95,11 @@ def _matmul(layer, x: torch.Tensor) -> torch.Tensor:
     dequantized and a dense matmul."""
     if x.numel() // x.shape[-1] < MIN_ROWS:
         return layer.tinygemm_matmul(x)
-    if layer.dequantize_compiled:
+    if torch.compiler.is_compiling():
+        # Inside a compiled prompt forward (OPTIMIZE=prefill=compiled): the expression, which Inductor fuses into a
+        # kernel beside the matmul; `dequantize()` writes into slices (`out=`), which Dynamo cannot trace.
+        weight = dequantize_expression(layer.weight_int4pack, layer.scales_and_zeros, layer.groupsize, x.dtype)
+    elif layer.dequantize_compiled:
         weight = _compiled_dequantize()(layer.weight_int4pack, layer.scales_and_zeros, layer.groupsize, x.dtype)
     else:
         weight = dequantize(layer.weight_int4pack, layer.scales_and_zeros, layer.groupsize, x.dtype)

@@ -133,3 +133,20 @@ def test_compiled_prefill_layers_compile_each_weight_shape_at_load_and_give_the_
         model[2](torch.randn(int4_prefill.MIN_ROWS, 128))
     assert counters["stats"]["unique_graphs"] == compiled_at_load  # nothing compiled inside a request
     torch.testing.assert_close(got, want)
+
+
+def test_a_compiled_prompt_forward_traces_the_dequantize_in_one_graph():
+    """OPTIMIZE=prefill=compiled over patched layers: the prompt's forward compiles whole (fullgraph: `dequantize()`'s
+    `out=` into slices broke the graph at every layer) for any length, on both sides of MIN_ROWS, with the eager
+    output. Dynamo's eager backend here, as the CPU deployments compile; Inductor on a GPU."""
+    torch._dynamo.reset()
+    model = torch.nn.Sequential(HQQLinearTorchWeightOnlynt4(20, 256), torch.nn.ReLU(), torch.nn.Linear(20, 256),
+                                HQQLinearTorchWeightOnlynt4(20, 256))
+    prompts = [torch.randn(1, rows, 256) for rows in (12, int4_prefill.MIN_ROWS, int4_prefill.MIN_ROWS + 44)]
+    with torch.no_grad():
+        want = [model(p) for p in prompts]
+    int4_prefill.use_dequantized_prefill(model)
+    forward = torch.compile(model, backend="eager", fullgraph=True, dynamic=True)
+    with torch.inference_mode():
+        for prompt, expected in zip(prompts, want, strict=True):
+            torch.testing.assert_close(forward(prompt), expected)
