@@ -188,14 +188,26 @@ class DecodeEngine:
         if compile_step is not None:
             # Whole step in one graph (fullgraph: a graph break would split the CUDA graph); fixed shapes.
             self.step = torch.compile(self._step, fullgraph=True, dynamic=False, **compile_step)
-        self.prefill = self._prefill
+        self._prefill_fn = self._prefill
+        self.prefill_compiled = compile_prefill is not None
         if compile_prefill is not None:
-            # The prompt's length is symbolic from the first compile (dynamic=True): one graph for every
-            # prompt, and no CUDA graph (its shapes change with each prompt).
-            self.prefill = torch.compile(self._prefill, dynamic=True, **compile_prefill)
+            # Only what varies is symbolic: the prompt's length, marked at each call (`prefill`), and the cache's
+            # length once a second size has run (automatic dynamic): one graph for every prompt and later size,
+            # and no CUDA graph (its shapes change with each prompt). dynamic=True also made the int4 layers'
+            # tensor sizes symbolic, and Dynamo tied one of them (2,048) to the first cache's length: the prefill
+            # recompiled for every cache size, two minutes each (SmolLM3 HQQ int4, H100, 2026-12-06).
+            self._prefill_fn = torch.compile(self._prefill, **compile_prefill)
+
+    def prefill(self, inputs: dict, cache) -> torch.Tensor:
+        """The prompt's forward into `cache` (compiled where asked): the last position's logits."""
+        if self.prefill_compiled:
+            for value in inputs.values():  # input_ids, attention_mask: [1, prompt length]
+                if isinstance(value, torch.Tensor) and value.dim() >= 2:
+                    torch._dynamo.maybe_mark_dynamic(value, 1)
+        return self._prefill_fn(inputs, cache)
 
     def _prefill(self, inputs: dict, cache) -> torch.Tensor:
-        """The prompt's forward into `cache`: the last position's logits."""
+        """The uncompiled forward of `prefill`."""
         return self.model(**inputs, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
 
     def _step(self, cache, token: torch.Tensor, position: torch.Tensor, seed: torch.Tensor,

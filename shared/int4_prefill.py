@@ -106,6 +106,13 @@ def _matmul(layer, x: torch.Tensor) -> torch.Tensor:
     return F.linear(x, weight[: layer.out_features])
 
 
+def long_warm_up_prompt(ids: torch.Tensor) -> torch.Tensor:
+    """A prompt of MIN_ROWS tokens built from `ids` [1, n], contiguous as a tokenizer's are: a compiled prefill
+    guards on the prompt's strides, and a sliced one (stride 512 for 256 tokens, which `.contiguous()` keeps: the
+    first dim has size 1) compiled a graph that real prompts then missed."""
+    return ids[:, torch.arange(MIN_ROWS) % ids.shape[1]]
+
+
 def use_dequantized_prefill(model, compiled: bool = False) -> str | None:
     """Patch every tinygemm layer of `model` (see the module's docstring); what it did, for the path, or None where
     the model has no such layer left to patch. `compiled`: the dequantize as one compiled kernel per weight shape,

@@ -53,3 +53,37 @@ def test_a_prompt_through_dequantized_layers_gives_tinygemms_logits(monkeypatch,
         got = model(ids).logits.float()
     assert torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), dim=0) > 0.999
     assert (got.argmax(-1) == want.argmax(-1)).float().mean() > 0.95
+
+
+def test_a_compiled_prefill_over_dequantized_layers_compiles_in_setup_only(monkeypatch):
+    """OPTIMIZE=prefill=compiled with int4_prefill=dequantize, as setup warms it (each cache size with a short prompt,
+    then a MIN_ROWS one): no prompt length on either side of MIN_ROWS and no cache size compiles again, and the last
+    position's logits are the eager engine's. Through the server (H100, 2026-12-06) the prefill recompiled for each
+    cache size, and for the long prompt's strides, past the setup timeout."""
+    from torch._dynamo.utils import counters
+
+    from shared import llm_backends
+    from shared.decode_engine import DecodeEngine
+
+    torch._dynamo.reset()
+    monkeypatch.setenv("SYNTHETIC_NUM_LAYERS", "2")
+    model, tok = build_random_causal_lm(catalog.get("smollm3-3b"), tiny=False, device="cuda", dtype=torch.bfloat16)
+    model, _ = llm_backends.hqq_quantize(model, via="hqq", device="cuda", dtype=torch.bfloat16)
+    int4_prefill.use_dequantized_prefill(model)
+    sizes = [2048, 4608]  # SmolLM3's first two; 2,048 is also its hidden size
+    eager = DecodeEngine(model, sizes)
+    compiled = DecodeEngine(model, sizes, compile_prefill={"backend": "inductor"})
+    ids = tok("warm up", return_tensors="pt", add_special_tokens=False)["input_ids"].cuda()
+    compiled.warm_up({"input_ids": ids}, steps=1)
+    compiled.warm_up({"input_ids": int4_prefill.long_warm_up_prompt(ids)}, steps=1)
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs <= 3, graphs
+    torch.manual_seed(0)
+    for rows in (15, 300, 520):
+        prompt = {"input_ids": torch.randint(0, model.config.vocab_size, (1, rows), device="cuda")}
+        for size in sizes:
+            with torch.inference_mode():
+                got = compiled.prefill(prompt, compiled.cache_for(size)).float()
+                want = eager.prefill(prompt, eager.cache_for(size)).float()
+            assert torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), dim=0) > 0.999, (rows, size)
+    assert counters["stats"]["unique_graphs"] == graphs, "a prompt length or a cache size recompiled the prefill"

@@ -150,3 +150,11 @@ def test_a_compiled_prompt_forward_traces_the_dequantize_in_one_graph():
     with torch.inference_mode():
         for prompt, expected in zip(prompts, want, strict=True):
             torch.testing.assert_close(forward(prompt), expected)
+
+
+def test_the_long_warm_up_prompt_is_laid_out_as_a_tokenizers():
+    """Its strides are a compiled prefill's guard: the sliced repeat it was built as compiled a graph (H100,
+    2026-12-06) that every real long prompt would have missed, recompiling inside a request."""
+    prompt = int4_prefill.long_warm_up_prompt(torch.tensor([[5, 9]]))
+    assert prompt.shape == (1, int4_prefill.MIN_ROWS) and prompt[0, :4].tolist() == [5, 9, 5, 9]
+    assert prompt.stride() == torch.zeros(1, int4_prefill.MIN_ROWS, dtype=torch.long).stride()
