@@ -45,9 +45,11 @@ class Runner(TextGenerationRunner):
         # Prompts through the int4 layers (shared/int4_prefill.py): tinygemm took 102 ms of a 512-token prompt's 110;
         # dequantized for a bf16 matmul, the first token of a 512-token prompt came in 59 ms instead of 114 and 8
         # requests at once gave 1,620 tok/s instead of 1,338 (H100, 2026-12-06, through the Cog server).
-        # dequantize-compiled: the same as one fused kernel per weight shape (~3 ms of the ~39 ms the eager passes
-        # take, by the bytes), compiled at load: opt-in until measured.
-        "int4_prefill": int4_prefill_option(gpu_default="dequantize"),
+        # dequantize-compiled, the default: the same as one fused kernel per weight shape, compiled at load (14 s):
+        # the 512-token prefill took 45 ms instead of 59 (16.8 ms of GPU time instead of 50) and eight 200-token
+        # prompts together 43 ms instead of 67 (in process); through the server, first token 57.9 ms and 8 at once
+        # 1,641 tok/s (H100, 2026-12-06). What is left is the eager forward's Python: prefill=compiled.
+        "int4_prefill": int4_prefill_option(gpu_default="dequantize-compiled"),
         # Q, K, V as one matmul and gate, up as one (shared/fused_projections.py): 4 GEMVs per layer instead of 7.
         # With quantize=none or hqq (Pruna's smash picks its layers by name). Opt-in until measured on a GPU.
         "fuse_projections": Option("off", "off", ("on", "off"), "one matmul for Q, K, V and one for gate, up"),
