@@ -27,6 +27,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
+from .int4_prefill import compiled_prompt
 from .runtime import log_event
 
 # Below this temperature the distribution is one-hot long before dividing by it overflows (1e-45 gave
@@ -200,11 +201,13 @@ class DecodeEngine:
 
     def prefill(self, inputs: dict, cache) -> torch.Tensor:
         """The prompt's forward into `cache` (compiled where asked): the last position's logits."""
-        if self.prefill_compiled:
-            for value in inputs.values():  # input_ids, attention_mask: [1, prompt length]
-                if isinstance(value, torch.Tensor) and value.dim() >= 2:
-                    torch._dynamo.maybe_mark_dynamic(value, 1)
-        return self._prefill_fn(inputs, cache)
+        if not self.prefill_compiled:
+            return self._prefill(inputs, cache)
+        for value in inputs.values():  # input_ids, attention_mask: [1, prompt length]
+            if isinstance(value, torch.Tensor) and value.dim() >= 2:
+                torch._dynamo.maybe_mark_dynamic(value, 1)
+        with compiled_prompt():  # int4 layers (shared/int4_prefill.py): one graph for every length
+            return self._prefill_fn(inputs, cache)
 
     def _prefill(self, inputs: dict, cache) -> torch.Tensor:
         """The uncompiled forward of `prefill`."""

@@ -20,7 +20,7 @@ from . import catalog, compile_cache, options as opts, url_input, weights
 from .batch_decode import BatchedDecoder, Request
 from .decode_attention import use_grouped_decode_attention
 from .decode_engine import DecodeEngine, Sampling
-from .int4_prefill import long_warm_up_prompt, use_dequantized_prefill
+from .int4_prefill import use_dequantized_prefill
 from .runtime import (InputError, Phases, explain_oom, log_event, peak_memory_gb, resolve_seed, return_freed_memory,
                       select_device)
 
@@ -199,11 +199,6 @@ class TextGenerationRunner(BaseRunner):
                 ids = self.text_tokenizer("warm up", return_tensors="pt", add_special_tokens=False)["input_ids"]
                 warm = {"input_ids": ids.to(self.model.device)}
                 seconds = self.batch.call(lambda: self.engine.warm_up(warm))
-                if patched and self.prefill_compile is not None:
-                    # The compiled prefill branches on the prompt's length at int4_prefill's threshold: compile the
-                    # long side too, or the first long prompt would compile inside its request.
-                    long = {"input_ids": long_warm_up_prompt(ids).to(self.model.device)}
-                    self.batch.call(lambda: self.engine.warm_up(long, steps=1))
                 self.batch.call(self.before_batched_compile)  # on the thread that compiles (compile settings are per thread)
                 started_batch = time.perf_counter()
                 self.batch.warm_up(warm)

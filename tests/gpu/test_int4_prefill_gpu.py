@@ -56,10 +56,11 @@ def test_a_prompt_through_dequantized_layers_gives_tinygemms_logits(monkeypatch,
 
 
 def test_a_compiled_prefill_over_dequantized_layers_compiles_in_setup_only(monkeypatch):
-    """OPTIMIZE=prefill=compiled with int4_prefill=dequantize, as setup warms it (each cache size with a short prompt,
-    then a MIN_ROWS one): no prompt length on either side of MIN_ROWS and no cache size compiles again, and the last
-    position's logits are the eager engine's. Through the server (H100, 2026-12-06) the prefill recompiled for each
-    cache size, and for the long prompt's strides, past the setup timeout."""
+    """OPTIMIZE=prefill=compiled with int4_prefill=dequantize, warmed as setup warms it (each cache size, a short
+    prompt): no prompt length on either side of MIN_ROWS and no cache size compiles again (at most two graphs: the
+    first cache's, then one with the cache's length symbolic), and the last position's logits are the eager engine's.
+    Through the server (H100, 2026-12-06) the prefill recompiled for each cache size, and for a long warm-up prompt's
+    strides, past the setup timeout."""
     from torch._dynamo.utils import counters
 
     from shared import llm_backends
@@ -73,11 +74,11 @@ def test_a_compiled_prefill_over_dequantized_layers_compiles_in_setup_only(monke
     sizes = [2048, 4608]  # SmolLM3's first two; 2,048 is also its hidden size
     eager = DecodeEngine(model, sizes)
     compiled = DecodeEngine(model, sizes, compile_prefill={"backend": "inductor"})
-    ids = tok("warm up", return_tensors="pt", add_special_tokens=False)["input_ids"].cuda()
-    compiled.warm_up({"input_ids": ids}, steps=1)
-    compiled.warm_up({"input_ids": int4_prefill.long_warm_up_prompt(ids)}, steps=1)
+    before = counters["stats"]["unique_graphs"]
+    compiled.warm_up({"input_ids": tok("warm up", return_tensors="pt", add_special_tokens=False)["input_ids"].cuda()},
+                     steps=1)
     graphs = counters["stats"]["unique_graphs"]
-    assert graphs <= 3, graphs
+    assert graphs - before <= 2, graphs - before
     torch.manual_seed(0)
     for rows in (15, 300, 520):
         prompt = {"input_ids": torch.randint(0, model.config.vocab_size, (1, rows), device="cuda")}

@@ -135,26 +135,28 @@ def test_compiled_prefill_layers_compile_each_weight_shape_at_load_and_give_the_
     torch.testing.assert_close(got, want)
 
 
-def test_a_compiled_prompt_forward_traces_the_dequantize_in_one_graph():
-    """OPTIMIZE=prefill=compiled over patched layers: the prompt's forward compiles whole (fullgraph: `dequantize()`'s
-    `out=` into slices broke the graph at every layer) for any length, on both sides of MIN_ROWS, with the eager
-    output. Dynamo's eager backend here, as the CPU deployments compile; Inductor on a GPU."""
+def test_a_compiled_prompt_forward_is_one_graph_for_every_length():
+    """OPTIMIZE=prefill=compiled over patched layers: with the prompt's length symbolic, every length takes the
+    dequantized weight, so the whole forward is one graph (fullgraph: `dequantize()`'s `out=` into slices broke it
+    at every layer) with no guard at MIN_ROWS (a second whole-model compile at boot), on both sides of it with the
+    eager output. Dynamo's eager backend here, as the CPU deployments compile; Inductor on a GPU."""
+    from torch._dynamo.testing import CompileCounter
+
     torch._dynamo.reset()
     model = torch.nn.Sequential(HQQLinearTorchWeightOnlynt4(20, 256), torch.nn.ReLU(), torch.nn.Linear(20, 256),
                                 HQQLinearTorchWeightOnlynt4(20, 256))
-    prompts = [torch.randn(1, rows, 256) for rows in (12, int4_prefill.MIN_ROWS, int4_prefill.MIN_ROWS + 44)]
+    prompts = [torch.randn(1, rows, 256) for rows in (12, 40, int4_prefill.MIN_ROWS, int4_prefill.MIN_ROWS + 44)]
     with torch.no_grad():
         want = [model(p) for p in prompts]
     int4_prefill.use_dequantized_prefill(model)
-    forward = torch.compile(model, backend="eager", fullgraph=True, dynamic=True)
+    counter = CompileCounter()
+    forward = torch.compile(model, backend=counter, fullgraph=True)
+    calls = model[0].calls
     with torch.inference_mode():
         for prompt, expected in zip(prompts, want, strict=True):
-            torch.testing.assert_close(forward(prompt), expected)
-
-
-def test_the_long_warm_up_prompt_is_laid_out_as_a_tokenizers():
-    """Its strides are a compiled prefill's guard: the sliced repeat it was built as compiled a graph (H100,
-    2026-12-06) that every real long prompt would have missed, recompiling inside a request."""
-    prompt = int4_prefill.long_warm_up_prompt(torch.tensor([[5, 9]]))
-    assert prompt.shape == (1, int4_prefill.MIN_ROWS) and prompt[0, :4].tolist() == [5, 9, 5, 9]
-    assert prompt.stride() == torch.zeros(1, int4_prefill.MIN_ROWS, dtype=torch.long).stride()
+            torch._dynamo.maybe_mark_dynamic(prompt, 1)  # as the engine runs a compiled prompt (decode_engine.prefill)
+            with int4_prefill.compiled_prompt():
+                torch.testing.assert_close(forward(prompt), expected)
+        assert counter.frame_count == 1 and model[0].calls == calls  # tinygemm never ran for the short ones
+        forward(torch.randn(8, 1, 256))  # a compiled decode step (8 rows) still goes to tinygemm
+    assert model[0].calls == calls + 1

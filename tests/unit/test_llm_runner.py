@@ -334,26 +334,6 @@ def test_int4_prefill_dequantize_patches_the_loaded_model_and_names_it_in_the_pa
     assert runner.path.endswith("+patched") == (value != "tinygemm")
 
 
-@pytest.mark.parametrize("prefill", ["compiled", "eager"])
-def test_a_compiled_prefill_is_also_warmed_past_the_int4_prefill_threshold(monkeypatch, prefill):
-    """With int4 layers dequantizing for prompts of MIN_ROWS tokens or more, a compiled prefill holds a branch on the
-    prompt's length: setup compiles the long side too (a prompt of MIN_ROWS tokens), or the first long prompt would
-    compile inside its request. An eager prefill needs no such warm-up."""
-    from shared import int4_prefill, llm
-    from shared.decode_engine import DecodeEngine
-
-    monkeypatch.setattr(llm, "use_dequantized_prefill", lambda model, compiled: "patched")
-    lengths = []
-    real_warm_up = DecodeEngine.warm_up
-    monkeypatch.setattr(DecodeEngine, "warm_up", lambda self, inputs, **kw: lengths.append(inputs["input_ids"].shape[1])
-                        or real_warm_up(self, inputs, **kw))
-    monkeypatch.setenv("OPTIMIZE", f"compile=on,prefill={prefill},int4_prefill=dequantize")
-    runner = load_runner("smollm3-3b")
-    runner.setup()
-    assert (int4_prefill.MIN_ROWS in lengths) == (prefill == "compiled")
-    assert len(lengths) == (2 if prefill == "compiled" else 1)
-
-
 def test_phi4_int4_mode_quantizes_unsloths_16bit_load_with_hqq_and_keeps_the_small_rows(monkeypatch):
     """OPTIMIZE=quantize=int4: Unsloth's 16-bit load (plain transformers on CPU), then HQQ 4-bit on every Linear but
     lm_head (tinygemm's layers on a GPU, HQQ's own here), with the 4-bit mode's 5 rows of 2,048."""
