@@ -19,9 +19,10 @@ deployment's one 10,240-token cache, HQQ on its language model only, and an eage
 A variant "KERNEL+grouped" decodes with `attention=grouped` (shared/decode_attention.py) instead of SDPA;
 "+fused" fuses Q/K/V and gate/up first (`fuse_projections=on`, shared/fused_projections.py); "+dqprefill" sends
 prompts through the int4 layers' dequantized weights (`int4_prefill=dequantize`, shared/int4_prefill.py), "+dqcompiled"
-the same as one compiled kernel per weight shape (`int4_prefill=dequantize-compiled`).
+the same as one compiled kernel per weight shape (`int4_prefill=dequantize-compiled`); "+cprefill" compiles the prompt's
+forward with --prefill-only (`prefill=compiled`: its first call, the compile, is `first_s`).
 --single-only skips the batched decoder (its compile is the longer one): prefill, single stream, profile.
---prefill-only compiles nothing: the eager 512-token prefill per variant, wall and GPU time, and its kernels (a minute
+--prefill-only compiles nothing but "+cprefill": the 512-token prefill per variant, wall and GPU time, and its kernels (a minute
 per variant: where the time to first token goes).
 Variants run in the order given until --budget-s is spent; each one's figures are written as it ends.
 """
@@ -121,13 +122,14 @@ def prefill_figures(model, tok, engine, repeats: int) -> dict:
             model(input_ids=together, use_cache=False, logits_to_keep=1)
 
     times_together = [_sync_time(run_together) for _ in range(repeats + 2)][2:]
-    times = [_sync_time(run) for _ in range(repeats + 2)][2:]  # two warm-ups: kernels load, then settle
+    times = [_sync_time(run) for _ in range(repeats + 2)]  # two warm-ups: kernels load (or compile), then settle
+    first_s, times = times[0], times[2:]
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         run()
         torch.cuda.synchronize()
     kernels = _kernel_table(prof, 1)
     return {"prefill": {"prompt_tokens": int(ids.shape[1]), "median_ms": round(1e3 * statistics.median(times), 1),
-                        "runs_ms": [round(1e3 * t, 1) for t in times],
+                        "runs_ms": [round(1e3 * t, 1) for t in times], "first_s": round(first_s, 1),
                         "gpu_ms": round(sum(e.device_time_total for e in prof.key_averages()
                                             if getattr(e, "device_time_total", 0)) / 1e3, 1)},
             "prefill_8x200": {"median_ms": round(1e3 * statistics.median(times_together), 1),
@@ -147,13 +149,14 @@ def profile_variant(dep, variant: str, args) -> dict:
     from shared.int4_prefill import use_dequantized_prefill
 
     kernel, *flags = variant.split("+")
-    known = {"grouped", "fused", "dqprefill", "dqcompiled"}
+    known = {"grouped", "fused", "dqprefill", "dqcompiled", "cprefill"}
     if set(flags) - known:
         raise ValueError(f"unknown flags {sorted(set(flags) - known)} in variant {variant!r}")
     attention = "grouped" if "grouped" in flags else ""
     row: dict = {"kernel": kernel, "attention": attention or "sdpa", "fused_projections": "fused" in flags,
                  "int4_prefill": ("dequantize-compiled" if "dqcompiled" in flags else
-                                  "dequantize" if "dqprefill" in flags else "tinygemm")}
+                                  "dequantize" if "dqprefill" in flags else "tinygemm"),
+                 "prefill": "compiled" if "cprefill" in flags else "eager"}
     started = time.perf_counter()
     torch._dynamo.reset()
     gemma = dep.name == "gemma3-4b-it"
@@ -183,8 +186,9 @@ def profile_variant(dep, variant: str, args) -> dict:
         row["int4_prefill_setup_s"] = round(time.perf_counter() - started_patch, 1)  # the compiles, if any
     selective_compile.tune_kernels(False)  # as SmolLM3 sets it (kernel_tuning=off since 71c0392)
     row["load_s"] = round(time.perf_counter() - started, 1)
-    if args.prefill_only:
-        return row | prefill_figures(model, tok, DecodeEngine(model, [cache_tokens]), args.repeats)
+    if args.prefill_only:  # "+cprefill": the engine's prefill compiled (OPTIMIZE=prefill=compiled; its compile is first_s)
+        engine = DecodeEngine(model, [cache_tokens], compile_prefill=prefill_compile if "cprefill" in flags else None)
+        return row | prefill_figures(model, tok, engine, args.repeats)
     compile_step = llm_backends.decode_step_compile()
     from torch._dynamo.utils import counters
 
