@@ -16,7 +16,8 @@ builds (one 2,048-token cache, 8 rows, the same compile settings):
 - a profile of 32 single-stream and 32 batched steps: GPU time per kernel, per step.
 Gemma 3 (text prompts: its language model's decode, which an image request decodes the same way) gets its
 deployment's one 10,240-token cache, HQQ on its language model only, and an eager prefill, as served.
-A variant "KERNEL+grouped" decodes with `attention=grouped` (shared/decode_attention.py) instead of SDPA;
+A variant "KERNEL+grouped" decodes with `attention=grouped` (shared/decode_attention.py) instead of SDPA, "+flex" with
+`attention=flex` (FlexAttention, each row's KV read only up to its length);
 "+fused" fuses Q/K/V and gate/up first (`fuse_projections=on`, shared/fused_projections.py); "+dqprefill" sends
 prompts through the int4 layers' dequantized weights (`int4_prefill=dequantize`, shared/int4_prefill.py), "+dqcompiled"
 the same as one compiled kernel per weight shape (`int4_prefill=dequantize-compiled`); "+cprefill" compiles the prompt's
@@ -149,10 +150,10 @@ def profile_variant(dep, variant: str, args) -> dict:
     from shared.int4_prefill import use_dequantized_prefill
 
     kernel, *flags = variant.split("+")
-    known = {"grouped", "fused", "dqprefill", "dqcompiled", "cprefill"}
+    known = {"grouped", "flex", "fused", "dqprefill", "dqcompiled", "cprefill"}
     if set(flags) - known:
         raise ValueError(f"unknown flags {sorted(set(flags) - known)} in variant {variant!r}")
-    attention = "grouped" if "grouped" in flags else ""
+    attention = "flex" if "flex" in flags else "grouped" if "grouped" in flags else ""
     row: dict = {"kernel": kernel, "attention": attention or "sdpa", "fused_projections": "fused" in flags,
                  "int4_prefill": ("dequantize-compiled" if "dqcompiled" in flags else
                                   "dequantize" if "dqprefill" in flags else "tinygemm"),
@@ -178,8 +179,8 @@ def profile_variant(dep, variant: str, args) -> dict:
         model, row["path"] = llm_backends.hqq_quantize(
             model, via="hqq", device="cuda", dtype=torch.bfloat16, kernel=kernel,
             filter_fn=text_only or (quantize.not_lm_head if "fused" in flags else None))
-    if attention == "grouped":
-        use_grouped_decode_attention(model)
+    if attention in ("grouped", "flex"):
+        use_grouped_decode_attention(model, flex=attention == "flex")
     if {"dqprefill", "dqcompiled"} & set(flags):  # OPTIMIZE=int4_prefill=dequantize / dequantize-compiled
         started_patch = time.perf_counter()
         row["path"] += "+" + str(use_dequantized_prefill(model, compiled="dqcompiled" in flags))

@@ -99,9 +99,11 @@ def collect(stream: AsyncIterator[str]) -> Iterator[str]:
 
 def attention_option(gpu_default: str) -> opts.Option:
     """OPTIMIZE=attention: SDPA, or grouped decode attention (shared/decode_attention.py), which attends over
-    the grouped KV heads where transformers' SDPA path copies them out to every query head each step."""
-    return opts.Option(gpu_default, "sdpa", ("sdpa", "grouped"),
-                       "decode steps attend over grouped KV heads without copying them (shared/decode_attention.py)")
+    the grouped KV heads where transformers' SDPA path copies them out to every query head each step; flex, the
+    same through FlexAttention reading each row's KV only up to its length (opt-in everywhere until measured)."""
+    return opts.Option(gpu_default, "sdpa", ("sdpa", "grouped", "flex"),
+                       "decode steps attend over grouped KV heads without copying them; flex: reading each row's KV "
+                       "only up to its length (shared/decode_attention.py)")
 
 
 def int4_prefill_option(gpu_default: str) -> opts.Option:
@@ -174,8 +176,8 @@ class TextGenerationRunner(BaseRunner):
             compile_cache.load(self.source.local_path, self.dep.name, cache_key)
         with phases("load"):  # load, quantize, prune; says whether the decode step is compiled
             self.model, self.tokenizer, self.path = self.load_model()
-            if self.options["attention"] == "grouped":
-                self.path += "+" + use_grouped_decode_attention(self.model)
+            if self.options["attention"] in ("grouped", "flex"):
+                self.path += "+" + use_grouped_decode_attention(self.model, flex=self.options["attention"] == "flex")
             int4_prefill = self.options.get("int4_prefill", "tinygemm")
             patched = int4_prefill != "tinygemm" and use_dequantized_prefill(
                 self.model, compiled=int4_prefill == "dequantize-compiled")

@@ -109,8 +109,9 @@ def _each_gets_the_eager_tokens(decoder, eager, inputs, settings, extra: int = 0
         assert tokens == _tokens(eager, inputs, n, sampling), sampling
 
 
-def test_grouped_decode_attention_compiled_with_cuda_graphs_gives_the_sdpa_tokens():
-    """OPTIMIZE=attention=grouped under Inductor + CUDA graphs, on the engine and in the rows (on the
+@pytest.mark.parametrize("flex", [False, True], ids=["grouped", "flex"])
+def test_grouped_decode_attention_compiled_with_cuda_graphs_gives_the_sdpa_tokens(flex):
+    """OPTIMIZE=attention=grouped (and flex) under Inductor + CUDA graphs, on the engine and in the rows (on the
     decoder's own thread), against the eager SDPA engine."""
     import copy
 
@@ -120,7 +121,7 @@ def test_grouped_decode_attention_compiled_with_cuda_graphs_gives_the_sdpa_token
     torch._dynamo.reset()
     model, inputs = _model()
     grouped = copy.deepcopy(model)
-    use_grouped_decode_attention(grouped)
+    use_grouped_decode_attention(grouped, flex=flex)
     eager = DecodeEngine(model, [256])
     graphs = {"backend": "inductor", "mode": "reduce-overhead"}
     compiled = DecodeEngine(grouped, [256], compile_step=graphs)
@@ -130,6 +131,27 @@ def test_grouped_decode_attention_compiled_with_cuda_graphs_gives_the_sdpa_token
     for sampling in SETTINGS:
         assert decoder.call(lambda s=sampling: _tokens(compiled, inputs, 30, s)) == _tokens(eager, inputs, 30, sampling)
     _each_gets_the_eager_tokens(decoder, eager, inputs, SETTINGS)
+
+
+def test_flex_decoding_reads_no_block_past_a_rows_length():
+    """attention=flex compiled by Inductor: KV blocks past each row's last allowed position hold NaN, and the output
+    is still SDPA's over the clean cache: its kernel never read them (the grouped step reads them all and masks)."""
+    from shared.decode_attention import FLEX_BLOCK, flex_decode_attention
+
+    torch.manual_seed(0)
+    length = 16 * FLEX_BLOCK
+    q = torch.randn(3, 16, 1, 128, device="cuda", dtype=torch.bfloat16)
+    k, v = (torch.randn(3, 4, length, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    ends = torch.tensor([5, length, 3 * FLEX_BLOCK + 7], device="cuda")
+    mask = torch.arange(length, device="cuda")[None, None, None, :] < ends[:, None, None, None]
+    want = torch.nn.functional.scaled_dot_product_attention(q, k.repeat_interleave(4, 1), v.repeat_interleave(4, 1),
+                                                            attn_mask=mask, scale=0.1).transpose(1, 2)
+    for row, end in enumerate(ends.tolist()):
+        first_unread = -(-end // FLEX_BLOCK) * FLEX_BLOCK
+        k[row, :, first_unread:], v[row, :, first_unread:] = float("nan"), float("nan")
+    got, _ = torch.compile(flex_decode_attention, fullgraph=True)(None, q, k, v, mask, scaling=0.1)
+    assert not got.isnan().any()
+    torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2)
 
 
 def test_prefill_compiled_by_inductor_gives_the_eager_tokens_for_any_prompt_length():

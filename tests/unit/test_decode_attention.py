@@ -26,15 +26,40 @@ def test_one_query_token_over_grouped_heads_equals_sdpa_with_the_heads_copied_ou
     torch.testing.assert_close(got, want)
 
 
+def test_flex_decoding_equals_sdpa_for_rows_of_different_lengths_eager_and_compiled():
+    """attention=flex: each row's blocks up to its last allowed position, and the mask within them (row 1 has a hole,
+    as no cache has, to show the mask still decides). On CPU FlexAttention's reference computes every block; that
+    the GPU kernel skips the others is tests/gpu/test_decode_attention_gpu.py's."""
+    torch.manual_seed(0)
+    length = 3 * decode_attention.FLEX_BLOCK
+    q, k, v = torch.randn(3, 8, 1, 16), torch.randn(3, 2, length, 16), torch.randn(3, 2, length, 16)
+    mask = torch.arange(length)[None, None, None, :] <= torch.tensor([5, length - 1, 200])[:, None, None, None]
+    mask[1, ..., 10:20] = False
+    want = torch.nn.functional.scaled_dot_product_attention(q, k.repeat_interleave(4, 1), v.repeat_interleave(4, 1),
+                                                            attn_mask=mask, scale=0.3).transpose(1, 2)
+    got, _ = decode_attention.flex_decode_attention(None, q, k, v, mask, scaling=0.3)
+    torch.testing.assert_close(got, want)
+    compiled = torch.compile(decode_attention.flex_decode_attention, backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(None, q, k, v, mask, scaling=0.3)[0], want)
+    # A cache that is not whole blocks, or a prompt: the grouped path (which gives SDPA's output too).
+    odd = length - 1
+    got_odd, _ = decode_attention.flex_decode_attention(None, q, k[:, :, :odd], v[:, :, :odd], mask[..., :odd],
+                                                        scaling=0.3)
+    torch.testing.assert_close(got_odd, decode_attention.grouped_decode_attention(
+        None, q, k[:, :, :odd], v[:, :, :odd], mask[..., :odd], scaling=0.3)[0])
+
+
+@pytest.mark.parametrize("flex", [False, True], ids=["grouped", "flex"])
 @pytest.mark.parametrize("name", ["smollm3-3b", "phi4-reasoning-plus", "gemma3-4b-it"])
-def test_the_engine_and_the_rows_decode_the_same_tokens_with_grouped_attention(name):
+def test_the_engine_and_the_rows_decode_the_same_tokens_with_grouped_attention(name, flex):
     model, tok = _model(name)
     inputs = _inputs(name, tok)
     grouped = copy.deepcopy(model)
-    assert decode_attention.use_grouped_decode_attention(grouped) == decode_attention.NAME
+    registered = decode_attention.FLEX_NAME if flex else decode_attention.NAME
+    function = decode_attention.flex_decode_attention if flex else decode_attention.grouped_decode_attention
+    assert decode_attention.use_grouped_decode_attention(grouped, flex=flex) == registered
     calls = []  # query lengths seen by the registered function: it must serve every decode step
-    AttentionInterface.register(decode_attention.NAME, lambda *a, **kw: calls.append(a[1].shape[2]) or
-                                decode_attention.grouped_decode_attention(*a, **kw))
+    AttentionInterface.register(registered, lambda *a, **kw: calls.append(a[1].shape[2]) or function(*a, **kw))
     try:
         plain, fast = DecodeEngine(model, [256]), DecodeEngine(grouped, [256])
         for sampling in SETTINGS:
@@ -46,7 +71,7 @@ def test_the_engine_and_the_rows_decode_the_same_tokens_with_grouped_attention(n
         for collector, sampling in zip(pending, SETTINGS, strict=True):
             assert collector.result() == _tokens(plain, inputs, max_new_tokens=12, sampling=sampling), sampling
     finally:
-        AttentionInterface.register(decode_attention.NAME, decode_attention.grouped_decode_attention)
+        AttentionInterface.register(registered, function)
 
 
 class _Layer:
