@@ -189,25 +189,24 @@ class DecodeEngine:
         if compile_step is not None:
             # Whole step in one graph (fullgraph: a graph break would split the CUDA graph); fixed shapes.
             self.step = torch.compile(self._step, fullgraph=True, dynamic=False, **compile_step)
-        self._prefill_fn = self._prefill
-        self.prefill_compiled = compile_prefill is not None
+        self._compiled_prefill = None
         if compile_prefill is not None:
             # Only what varies is symbolic: the prompt's length, marked at each call (`prefill`), and the cache's
             # length once a second size has run (automatic dynamic): one graph for every prompt and later size,
             # and no CUDA graph (its shapes change with each prompt). dynamic=True also made the int4 layers'
             # tensor sizes symbolic, and Dynamo tied one of them (2,048) to the first cache's length: the prefill
             # recompiled for every cache size, two minutes each (SmolLM3 HQQ int4, H100, 2026-12-06).
-            self._prefill_fn = torch.compile(self._prefill, **compile_prefill)
+            self._compiled_prefill = torch.compile(self._prefill, **compile_prefill)
 
     def prefill(self, inputs: dict, cache) -> torch.Tensor:
         """The prompt's forward into `cache` (compiled where asked): the last position's logits."""
-        if not self.prefill_compiled:
+        if self._compiled_prefill is None:
             return self._prefill(inputs, cache)
         for value in inputs.values():  # input_ids, attention_mask: [1, prompt length]
             if isinstance(value, torch.Tensor) and value.dim() >= 2:
                 torch._dynamo.maybe_mark_dynamic(value, 1)
         with compiled_prompt():  # int4 layers (shared/int4_prefill.py): one graph for every length
-            return self._prefill_fn(inputs, cache)
+            return self._compiled_prefill(inputs, cache)
 
     def _prefill(self, inputs: dict, cache) -> torch.Tensor:
         """The uncompiled forward of `prefill`."""

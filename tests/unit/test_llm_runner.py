@@ -228,9 +228,9 @@ def test_smollm3_prefill_compiled_is_an_option_with_the_eager_text(monkeypatch):
     """OPTIMIZE=prefill=compiled: the prompt's forward through torch.compile (Dynamo's eager backend on CPU)."""
     compiled_runner, compiled = set_up_and_say(monkeypatch, "smollm3-3b", "prefill=compiled")
     assert "compiled-prefill" in compiled_runner.path
-    assert compiled_runner.engine._prefill_fn != compiled_runner.engine._prefill  # the compiled wrapper serves
+    assert compiled_runner.engine._compiled_prefill is not None  # the compiled wrapper serves
     eager_runner, eager = set_up_and_say(monkeypatch, "smollm3-3b", "prefill=eager")
-    assert eager_runner.engine._prefill_fn == eager_runner.engine._prefill
+    assert eager_runner.engine._compiled_prefill is None
     assert compiled and compiled == eager
 
 
